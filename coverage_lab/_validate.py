@@ -1,0 +1,121 @@
+"""Argument checks shared by every public function.
+
+Each check raises ``ValueError`` naming the offending parameter. Value checks run only on concrete
+arrays: inside ``jit``/``vmap`` the values are tracers and only the (static) shapes can be checked, so
+callers validate once at the boundary, outside the compiled code.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.core import Tracer
+
+PROB_ATOL = 1e-5
+
+
+def is_concrete(x) -> bool:
+    """True unless ``x`` (or a leaf of it) is a JAX tracer or a non-array placeholder."""
+    return not isinstance(x, Tracer)
+
+
+def array(name: str, x, *, ndim: int | None = None, finite: bool = True) -> np.ndarray:
+    """``x`` as a float64 numpy array; checks its rank and that it holds no NaN (nor inf if ``finite``)."""
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__}") from err
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {a.shape}")
+    if np.isnan(a).any():
+        raise ValueError(f"{name} contains NaN")
+    if finite and not np.isfinite(a).all():
+        raise ValueError(f"{name} contains inf")
+    return a
+
+
+def prob_table(name: str, p, *, ndim: int | None = None, atol: float = PROB_ATOL) -> np.ndarray:
+    """Checks that ``p`` is a probability table over its last axis: finite, >= 0, rows summing to 1."""
+    a = array(name, p, ndim=ndim)
+    if a.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension")
+    if (a < 0).any():
+        raise ValueError(f"{name} has negative probabilities (min {a.min():.3g})")
+    sums = a.sum(axis=-1)
+    if not np.allclose(sums, 1.0, atol=atol, rtol=0):
+        worst = sums.flat[np.argmax(np.abs(sums - 1.0))]
+        raise ValueError(f"{name} must sum to 1 over its last axis (a row sums to {worst:.6g})")
+    return a
+
+
+def positive(name: str, v) -> float:
+    """Checks a strictly positive finite scalar (skipped for tracers)."""
+    if not is_concrete(v):
+        return v
+    f = _scalar(name, v)
+    if not f > 0:
+        raise ValueError(f"{name} must be > 0, got {f}")
+    return f
+
+
+def nonnegative(name: str, v) -> float:
+    """Checks a finite scalar >= 0 (skipped for tracers)."""
+    if not is_concrete(v):
+        return v
+    f = _scalar(name, v)
+    if not f >= 0:
+        raise ValueError(f"{name} must be >= 0, got {f}")
+    return f
+
+
+def integer(name: str, v, *, minimum: int) -> int:
+    """Checks a Python integer >= ``minimum``."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return int(v)
+
+
+def same_shape(**arrays) -> tuple:
+    """Checks that every named array has the same shape; returns that shape."""
+    shapes = {k: np.shape(v) for k, v in arrays.items()}
+    first = next(iter(shapes.values()))
+    for k, s in shapes.items():
+        if s != first:
+            desc = ", ".join(f"{n}{t}" for n, t in shapes.items())
+            raise ValueError(f"{k} has shape {s}, which does not match the others: {desc}")
+    return first
+
+
+def shape(name: str, x, expected: tuple) -> None:
+    """Checks ``np.shape(x) == expected``."""
+    if tuple(np.shape(x)) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(np.shape(x))}")
+
+
+def _scalar(name: str, v) -> float:
+    a = np.asarray(v)
+    if a.ndim != 0 and a.size != 1:
+        # sweep values may be arrays: check every entry
+        a = array(name, a)
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} must be finite")
+        return float(a.min())
+    try:
+        f = float(a)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a number, got {v!r}") from err
+    if not np.isfinite(f):
+        raise ValueError(f"{name} must be finite, got {f}")
+    return f
+
+
+def key(name: str, k) -> jax.Array:
+    """Checks a JAX PRNG key: a typed key (``jax.random.key``) or a raw ``uint32[2]`` one (``PRNGKey``)."""
+    if isinstance(k, jax.Array) and (
+        jnp.issubdtype(k.dtype, jax.dtypes.prng_key) or (k.dtype == jnp.uint32 and k.shape[-1:] == (2,))
+    ):
+        return k
+    raise ValueError(f"{name} must be a JAX PRNG key such as jax.random.key(0), got {k!r}")
