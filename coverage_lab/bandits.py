@@ -61,9 +61,8 @@ class TabularBandit:
 
     def __post_init__(self):
         if _concrete(self.rho_X, self.pi_ref_XxY, self.reward_XxY):
-            for name, a in zip(
-                ("rho_X", "pi_ref_XxY", "reward_XxY"), _check_common(self.rho_X, self.pi_ref_XxY, self.reward_XxY)
-            ):
+            checked = _check_common(self.rho_X, self.pi_ref_XxY, self.reward_XxY)
+            for name, a in zip(("rho_X", "pi_ref_XxY", "reward_XxY"), checked, strict=True):
                 object.__setattr__(self, name, a)
 
     @property
@@ -243,8 +242,6 @@ def gaussian_bump(
 def _normalise(p) -> np.ndarray:
     p = np.asarray(p, np.float64)
     return p / p.sum(-1, keepdims=True)
-
-
 
 
 def preference_table(reward_XxY, *, temperature: float = 1.0, deterministic: bool = False) -> np.ndarray:

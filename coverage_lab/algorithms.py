@@ -1,0 +1,299 @@
+"""Objective factories: offline DPO/IPO, online RLHF, HyPO, online DPO — each a small function.
+
+A factory returns an :class:`Algorithm`: its name, its sweepable hyper-parameters (``hparams``, passed to
+the compiled program as arrays so a sweep does not recompile) and ``make(algorithm, ctx, hparams)
+-> objective(params, batch, key) -> (loss, metrics)``. Every objective is built from the shared losses in
+:mod:`coverage_lab.losses`; exact and sampled versions differ only in the data (``ctx.exact`` says whether
+on-policy expectations are enumerated or estimated with ``k`` samples by RLOO).
+
+References:
+  Song et al. The Importance of Online Data: Understanding Preference Fine-tuning via Coverage.
+  arXiv:2406.01462 (HyPO: Algorithm 1; constrained form: §5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from coverage_lab import _validate as V
+from coverage_lab import losses
+from coverage_lab.data import Batch
+from coverage_lab.policies import Policy
+
+sg = jax.lax.stop_gradient
+
+
+class Context(NamedTuple):
+    """What an objective is built against.
+
+    policy: the policy's pure functions; ref_params: the reference policy's parameters;
+    exact: enumerate on-policy expectations (needs ``policy.table``) instead of sampling;
+    reward_fn: ``r_hat(x_B, y_B)`` of a fitted reward model, or None;
+    pref_XxYxY: the Bradley–Terry oracle ``P(a ≻ b|x)`` for online pair labels, or None.
+    """
+
+    policy: Policy
+    ref_params: Any
+    exact: bool
+    reward_fn: Callable | None = None
+    pref_XxYxY: jax.Array | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """An algorithm: ``make(self, ctx, hparams) -> objective``; hashable without ``hparams`` (a static jit argument).
+
+    Attributes:
+      name: the factory's name (``dpo``, ``ipo``, ``rlhf``, ``hypo``, ``online_dpo``).
+      make: module-level builder of the objective.
+      hparams: sweepable numbers (``beta``, ``lam``, ...), traced in the compiled run.
+      k: on-policy samples per prompt for the sampled version (0: none).
+      reward_model: fit a bounded Bradley–Terry reward model on the offline pairs first.
+      options: static structural choices (hashable), read by ``make``.
+    """
+
+    name: str
+    make: Callable
+    hparams: Mapping[str, float] = dataclasses.field(compare=False, hash=False, default_factory=dict)
+    k: int = 0
+    reward_model: bool = False
+    options: tuple = ()
+
+    def init(self, policy_params):
+        """Training parameters from policy parameters (the constrained HyPO adds its multiplier)."""
+        if dict(self.options).get("constrained"):
+            return {"policy": policy_params, "log_lam": jnp.log(jnp.float32(self.hparams["lam"]))}
+        return policy_params
+
+    def policy_params(self, params):
+        """The policy's parameters inside the training parameters."""
+        return params["policy"] if dict(self.options).get("constrained") else params
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _weighted(loss_B, weight_B):
+    return jnp.sum(weight_B * loss_B)
+
+
+def pair_logps(ctx: Context, params, x_B, y_w_B, y_l_B):
+    """``(logp_w, logp_l, ref_logp_w, ref_logp_l)`` for a batch of pairs; reference terms are constants."""
+    lp, ref = ctx.policy.log_probs, ctx.ref_params
+    return (lp(params, x_B, y_w_B), lp(params, x_B, y_l_B), sg(lp(ref, x_B, y_w_B)), sg(lp(ref, x_B, y_l_B)))
+
+
+def on_policy(ctx: Context, params, batch: Batch, key, k: int, cost_fn):
+    """A surrogate whose gradient is ``grad E_x E_{y~pi} [cost]``, and the value of that expectation.
+
+    ``cost_fn(x, y, t)`` gives the per-sample cost, ``t = log pi - log pi_ref`` (the KL integrand).
+    Exact (``ctx.exact``): the expectation enumerated over every response, differentiated directly.
+    Sampled: RLOO with ``k`` samples per prompt and the cost as a stop-gradient reward (SPEC §3).
+    """
+    x_P, w_P = batch.prompt_x_P, batch.prompt_w_P
+    if ctx.exact:
+        logp_PxY = ctx.policy.table(params)[x_P]
+        ref_PxY = sg(ctx.policy.table(ctx.ref_params)[x_P])
+        p_PxY = jnp.exp(logp_PxY)
+        t_PxY = jnp.where(p_PxY > 0, logp_PxY - ref_PxY, 0.0)
+        y_PxY = jnp.broadcast_to(jnp.arange(p_PxY.shape[-1]), p_PxY.shape)
+        cost = jnp.where(p_PxY > 0, cost_fn(jnp.broadcast_to(x_P[:, None], p_PxY.shape), y_PxY, t_PxY), 0.0)
+        value = _weighted(jnp.sum(p_PxY * cost, -1), w_P)
+        return value, value
+    y_PxK = ctx.policy.sample(sg(params), key, x_P, k)
+    x_PxK = jnp.broadcast_to(x_P[:, None], y_PxK.shape)
+    logp = ctx.policy.log_probs(params, x_PxK.reshape(-1), y_PxK.reshape(-1)).reshape(y_PxK.shape)
+    ref = sg(ctx.policy.log_probs(ctx.ref_params, x_PxK.reshape(-1), y_PxK.reshape(-1)).reshape(y_PxK.shape))
+    cost = sg(cost_fn(x_PxK, y_PxK, logp - ref))
+    return _weighted(losses.rloo(logp, cost), w_P), _weighted(cost.mean(-1), w_P)
+
+
+def _kl_cost(x, y, t):
+    return t
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline contrastive
+
+
+def _make_dpo(alg: Algorithm, ctx: Context, hp):
+    def objective(params, batch: Batch, key):
+        loss = _weighted(
+            losses.dpo(*pair_logps(ctx, params, batch.x_B, batch.y_w_B, batch.y_l_B), hp["beta"]), batch.weight_B
+        )
+        return loss, {"loss": loss}
+
+    return objective
+
+
+def dpo(beta: float = 0.1) -> Algorithm:
+    """Offline DPO: minimise ``E_{(x,y_w,y_l)~D} -log sigmoid(beta (d(y_w) - d(y_l)))`` (arXiv:2305.18290)."""
+    return Algorithm("dpo", _make_dpo, {"beta": V.positive("beta", beta)})
+
+
+def _make_ipo(alg: Algorithm, ctx: Context, hp):
+    def objective(params, batch: Batch, key):
+        loss = _weighted(
+            losses.ipo(*pair_logps(ctx, params, batch.x_B, batch.y_w_B, batch.y_l_B), hp["tau"]), batch.weight_B
+        )
+        return loss, {"loss": loss}
+
+    return objective
+
+
+def ipo(tau: float = 0.1) -> Algorithm:
+    """Offline IPO: minimise ``E_D (d(y_w) - d(y_l) - 1/(2 tau))^2`` (arXiv:2310.12036)."""
+    return Algorithm("ipo", _make_ipo, {"tau": V.positive("tau", tau)})
+
+
+# ----------------------------------------------------------------------------------------------
+# Online RLHF
+
+
+def reward_model_objective(rewards: Callable):
+    """Bradley–Terry maximum likelihood for a reward model ``rewards(params, x_B, y_B)`` on labelled pairs."""
+
+    def objective(params, batch: Batch, key):
+        r_w, r_l = rewards(params, batch.x_B, batch.y_w_B), rewards(params, batch.x_B, batch.y_l_B)
+        loss = _weighted(losses.bt(r_w, r_l), batch.weight_B)
+        return loss, {"loss": loss}
+
+    return objective
+
+
+def _make_rlhf(alg: Algorithm, ctx: Context, hp):
+    def cost(x, y, t):
+        return -(ctx.reward_fn(x, y) - hp["beta"] * t)
+
+    def objective(params, batch: Batch, key):
+        surrogate, expected_cost = on_policy(ctx, params, batch, key, alg.k, cost)
+        return surrogate, {"loss": expected_cost}
+
+    return objective
+
+
+def rlhf(beta: float = 0.1, r_max: float = 1.0, k: int = 4) -> Algorithm:
+    """Online RLHF: fit ``r_hat in [0, r_max]`` by Bradley–Terry MLE on the offline pairs, then maximise
+    ``E_pi[r_hat] - beta KL(pi || pi_ref)`` on policy (exact: enumerated, which converges to the closed form
+    ``pi ∝ pi_ref exp(r_hat / beta)``; sampled: RLOO with ``k`` samples per prompt on the stop-gradient reward
+    ``r_hat - beta (log pi - log pi_ref)``, the sequence-level KL in the reward). ``loss`` is ``-E_pi[r_hat - beta t]``.
+    """
+    V.positive("beta", beta)
+    V.positive("r_max", r_max)
+    k = V.integer("k", k, minimum=2)
+    return Algorithm("rlhf", _make_rlhf, {"beta": beta, "r_max": r_max}, k=k, reward_model=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# HyPO: DPO on the offline pairs plus a reverse-KL penalty on unlabelled on-policy samples
+
+
+def _make_hypo(alg: Algorithm, ctx: Context, hp):
+    dpo_objective = _make_dpo(alg, ctx, hp)
+    constrained = dict(alg.options).get("constrained", False)
+
+    def objective(params, batch: Batch, key):
+        policy_params = alg.policy_params(params)
+        loss, metrics = dpo_objective(policy_params, batch, key)
+        kl_surrogate, kl = on_policy(ctx, policy_params, batch, key, alg.k, _kl_cost)
+        if not constrained:
+            return loss + hp["lam"] * kl_surrogate, {**metrics, "kl_penalty": kl}
+        # Lagrangian min_pi max_{lam >= 0} DPO + lam (KL - budget): descent on pi, ascent on log lam.
+        lam = jnp.exp(params["log_lam"])
+        lagrangian = loss + sg(lam) * kl_surrogate - lam * sg(kl - hp["kl_budget"])
+        return lagrangian, {**metrics, "kl_penalty": kl, "lam": lam}
+
+    return objective
+
+
+def hypo(beta: float = 0.1, lam: float = 1.0, k: int = 4, kl_budget: float | None = None) -> Algorithm:
+    """HyPO (arXiv:2406.01462, Algorithm 1): DPO on the offline pairs plus ``lam * KL(pi || pi_ref)`` estimated on
+    ``k`` unlabelled samples per prompt from the current policy (RLOO, the log-ratio as the stop-gradient
+    reward; exact: the enumerated KL). No reward model, no critic.
+
+    With ``kl_budget`` set: the constrained form the theory analyses, ``min DPO s.t. KL <= kl_budget``, by dual
+    ascent on ``lam`` (started at ``lam``). At a fixed ``lam`` HyPO is biased away from ``pi*`` even with
+    perfect data; the constrained form trades that for a hard KL budget.
+    """
+    V.positive("beta", beta)
+    V.nonnegative("lam", lam)
+    k = V.integer("k", k, minimum=2)
+    hp = {"beta": beta, "lam": lam}
+    if kl_budget is None:
+        return Algorithm("hypo", _make_hypo, hp, k=k)
+    if lam <= 0:
+        raise ValueError(f"lam must be > 0 to start dual ascent, got {lam}")
+    hp["kl_budget"] = V.nonnegative("kl_budget", kl_budget)
+    return Algorithm("hypo", _make_hypo, hp, k=k, options=(("constrained", True),))
+
+
+# ----------------------------------------------------------------------------------------------
+# Online (on-policy) DPO — beyond the paper
+
+
+def _make_online_dpo(alg: Algorithm, ctx: Context, hp):
+    offline = _make_dpo(alg, ctx, hp)
+    use_rm = dict(alg.options).get("label_with_reward_model", False)
+
+    def pref(x, a, b):
+        if use_rm:
+            return jax.nn.sigmoid(ctx.reward_fn(x, a) - ctx.reward_fn(x, b))
+        return ctx.pref_XxYxY[x, a, b]
+
+    def online_loss(params, batch: Batch, key):
+        x_P, w_P = batch.prompt_x_P, batch.prompt_w_P
+        if ctx.exact:  # every ordered (a, b) weighted by sg(pi(a) pi(b)), labels in expectation
+            logp_PxY = ctx.policy.table(params)[x_P]
+            ref_PxY = sg(ctx.policy.table(ctx.ref_params)[x_P])
+            d_PxY = jnp.where(jnp.isfinite(logp_PxY), logp_PxY - ref_PxY, 0.0)
+            p_PxY = sg(jnp.exp(logp_PxY))
+            n = p_PxY.shape[-1]
+            a, b = jnp.meshgrid(jnp.arange(n), jnp.arange(n), indexing="ij")
+            P_PxYxY = pref(x_P[:, None, None], a[None], b[None])
+            margin = d_PxY[:, :, None] - d_PxY[:, None, :]
+            pair_loss = P_PxYxY * -jax.nn.log_sigmoid(hp["beta"] * margin)
+            w = 2.0 * p_PxY[:, :, None] * p_PxY[:, None, :]  # both orders of each drawn pair
+            return _weighted(jnp.sum(w * pair_loss, (-1, -2)), w_P)
+        k_pair, k_label = jax.random.split(key)
+        y_Px2 = ctx.policy.sample(sg(params), k_pair, x_P, 2)
+        y, y2 = y_Px2[:, 0], y_Px2[:, 1]
+        first_wins = jax.random.uniform(k_label, y.shape) < pref(x_P, y, y2)
+        y_w, y_l = jnp.where(first_wins, y, y2), jnp.where(first_wins, y2, y)
+        return _weighted(losses.dpo(*pair_logps(ctx, params, x_P, y_w, y_l), hp["beta"]), w_P)
+
+    def objective(params, batch: Batch, key):
+        off, metrics = offline(params, batch, key)
+        on = online_loss(params, batch, key)
+        f = hp["online_fraction"]
+        loss = (1 - f) * off + f * on
+        return loss, {"loss": loss, "offline_loss": off, "online_loss": on}
+
+    return objective
+
+
+def online_dpo(
+    beta: float = 0.1, online_fraction: float = 1.0, label_with_reward_model: bool = False, r_max: float = 1.0
+) -> Algorithm:
+    """Online (on-policy) DPO: DPO on pairs drawn from the current policy, labelled by the Bradley–Terry oracle
+    (or, with ``label_with_reward_model``, by a bounded reward model fitted on the offline pairs), mixed with
+    offline DPO: ``(1 - online_fraction) * DPO_offline + online_fraction * DPO_online``. Beyond the paper.
+    """
+    V.positive("beta", beta)
+    V.positive("r_max", r_max)
+    f = V.nonnegative("online_fraction", online_fraction)
+    if f > 1:
+        raise ValueError(f"online_fraction must be in [0, 1], got {f}")
+    return Algorithm(
+        "online_dpo",
+        _make_online_dpo,
+        {"beta": beta, "online_fraction": online_fraction, "r_max": r_max},
+        k=2,
+        reward_model=bool(label_with_reward_model),
+        options=(("label_with_reward_model", bool(label_with_reward_model)),),
+    )

@@ -1,0 +1,373 @@
+"""Knobs that build the offline distribution ``mu``, and the coverage coefficients of SPEC §2.
+
+Pure numpy/scipy float64 functions on probability tables ``p_XxY[x, y] = p(y|x)``. Every knob returns a
+validated table of the same shape, so knobs compose: ``temper(restrict(pi_ref_XxY, mask_XxY), 2.0)``.
+Coefficients take ratios only where ``rho(x) > 0``, with ``0/0 = 0`` and ``positive/0 = inf`` (never NaN).
+Coverage is a number swept in experiments, never a branch inside an algorithm.
+
+References:
+  Song, Swamy, Singh, Bagnell, Sun. The Importance of Online Data: Understanding Preference
+  Fine-tuning via Coverage. arXiv:2406.01462.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import optimize, special
+
+from coverage_lab import _validate as V
+
+EIG_RTOL = 1e-9  # relative tolerance on eigenvalues in feature_coverage
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks
+
+
+def _real(name, v, *, lo=-np.inf, hi=np.inf, lo_open=False) -> float:
+    f = float(V.array(name, v, ndim=0))
+    if f < lo or f > hi or (lo_open and f == lo):
+        raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {f}")
+    return f
+
+
+def _table(name, p, shape=None, *, unseen_ok=False) -> np.ndarray:
+    """A probability table (X, Y); with ``unseen_ok`` a row may be all zero (a prompt absent from a dataset)."""
+    a = V.array(name, p, ndim=2) if unseen_ok else V.prob_table(name, p, ndim=2)
+    if shape is not None:
+        V.shape(name, a, shape)
+    s = a.sum(-1)
+    if unseen_ok and ((a < 0).any() or not (np.isclose(s, 1.0, atol=V.PROB_ATOL, rtol=0) | (s == 0)).all()):
+        raise ValueError(f"{name} must be >= 0 with rows summing to 1 (or 0 for an unseen prompt), got sums {s}")
+    return a
+
+
+def _rho(rho_X, n_prompts: int) -> np.ndarray:
+    rho = V.prob_table("rho_X", rho_X, ndim=1)
+    V.shape("rho_X", rho, (n_prompts,))
+    return rho
+
+
+def _mask(name, m, shape) -> np.ndarray:
+    a = np.asarray(m)
+    if a.dtype != bool:
+        a = V.array(name, a)
+        if not np.isin(a, (0.0, 1.0)).all():
+            raise ValueError(f"{name} must be a boolean mask (or 0/1 values)")
+        a = a.astype(bool)
+    V.shape(name, a, shape)
+    return a
+
+
+def _normalise(w_XxY, name) -> np.ndarray:
+    s = w_XxY.sum(-1, keepdims=True)
+    if (s <= 0).any():
+        raise ValueError(f"{name} leaves prompt {int(np.flatnonzero(s[:, 0] <= 0)[0])} with no probability mass")
+    return w_XxY / s
+
+
+def _log(p):
+    return np.log(p, out=np.full_like(p, -np.inf), where=p > 0)
+
+
+def _softmax(logits_XxY, support_XxY) -> np.ndarray:
+    z = np.where(support_XxY, logits_XxY, -np.inf)
+    z = z - z.max(-1, keepdims=True)
+    w = np.where(support_XxY, np.exp(z), 0.0)
+    return w / w.sum(-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Knobs that build mu
+
+
+def restrict(pi_XxY, support_XxY) -> np.ndarray:
+    """``pi`` restricted to a support mask: ``mu(y|x) ∝ pi(y|x) 1[support(x, y)]``. Shapes (X, Y) -> (X, Y).
+
+    Raises ValueError naming ``support_XxY`` when a prompt would be left with no mass.
+    """
+    pi = _table("pi_XxY", pi_XxY)
+    mask = _mask("support_XxY", support_XxY, pi.shape)
+    return _normalise(np.where(mask, pi, 0.0), "support_XxY")
+
+
+def tail_mass(pi_XxY, tail_XxY, eps) -> np.ndarray:
+    """Total mass ``eps`` on the tail set, ``1 - eps`` on the rest, each part in proportion to ``pi``.
+
+    ``mu(y|x) = eps pi(y|x)/pi(T_x|x)`` on ``T_x``, ``(1-eps) pi(y|x)/pi(T_x^c|x)`` off it; a part on which ``pi``
+    is zero is filled uniformly. ``eps`` in [0, 1]. Shapes (X, Y) -> (X, Y).
+    """
+    pi = _table("pi_XxY", pi_XxY)
+    tail = _mask("tail_XxY", tail_XxY, pi.shape)
+    eps = _real("eps", eps, lo=0.0, hi=1.0)
+    out = np.zeros_like(pi)
+    for part, mass, what in ((tail, eps, "is empty for"), (~tail, 1.0 - eps, "covers every response of")):
+        w = np.where(part, pi, 0.0)
+        w = np.where(w.sum(-1, keepdims=True) > 0, w, part.astype(np.float64))  # uniform where pi gives none
+        n = w.sum(-1, keepdims=True)
+        if mass > 0 and (n == 0).any():
+            raise ValueError(f"tail_XxY {what} prompt {int(np.flatnonzero(n[:, 0] == 0)[0])} (eps={eps})")
+        out += mass * np.divide(w, n, out=np.zeros_like(w), where=n > 0)
+    return out
+
+
+def mixture(p_XxY, q_XxY, alpha) -> np.ndarray:
+    """``alpha p + (1 - alpha) q``, ``alpha`` in [0, 1]. Shapes (X, Y) -> (X, Y)."""
+    p, q = _table("p_XxY", p_XxY), _table("q_XxY", q_XxY)
+    V.same_shape(p_XxY=p, q_XxY=q)
+    alpha = _real("alpha", alpha, lo=0.0, hi=1.0)
+    return alpha * p + (1.0 - alpha) * q
+
+
+def temper(pi_XxY, temperature) -> np.ndarray:
+    """Tempered policy ``mu(y|x) ∝ pi(y|x)^(1/T)`` (zeros stay zero), ``T > 0``. Shapes (X, Y) -> (X, Y)."""
+    pi = _table("pi_XxY", pi_XxY)
+    t = _real("temperature", temperature, lo=0.0, lo_open=True)
+    logp = _log(pi)
+    return _softmax((logp - logp.max(-1, keepdims=True)) / t, pi > 0)
+
+
+def reward_softmax(reward_XxY, beta_b, base_XxY=None) -> np.ndarray:
+    """Reward-tilted policy ``mu(y|x) ∝ base(y|x) exp(beta_b r(x, y))``; ``base`` uniform if None.
+
+    ``beta_b`` is any finite real (0 gives ``base``, < 0 favours low reward); Open Bandit Pipeline calls it
+    ``beta``. Shapes (X, Y) -> (X, Y).
+    """
+    r = V.array("reward_XxY", reward_XxY, ndim=2)
+    beta_b = _real("beta_b", beta_b)
+    base = np.full_like(r, 1.0 / r.shape[-1]) if base_XxY is None else _table("base_XxY", base_XxY, r.shape)
+    r = r - (r.max(-1, keepdims=True) if beta_b >= 0 else r.min(-1, keepdims=True))
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = beta_b * r  # <= 0
+    if not np.isfinite(logits).all():
+        raise ValueError(f"beta_b={beta_b} times reward_XxY overflows")
+    return _softmax(_log(base) + logits, base > 0)
+
+
+def deficient(pi_XxY, n_deficient, score_XxY) -> np.ndarray:
+    """Zero out, per prompt, the ``n_deficient`` highest-scoring responses and renormalise.
+
+    Ties go to the lower index first. Pass the reward as ``score_XxY`` to hide the best responses.
+    ``0 <= n_deficient < Y``. Shapes (X, Y) -> (X, Y).
+    """
+    pi = _table("pi_XxY", pi_XxY)
+    score = V.array("score_XxY", score_XxY, ndim=2)
+    V.shape("score_XxY", score, pi.shape)
+    n = V.integer("n_deficient", n_deficient, minimum=0)
+    if n >= pi.shape[-1]:
+        raise ValueError(f"n_deficient must be < the number of responses {pi.shape[-1]}, got {n}")
+    keep = np.ones(pi.shape, bool)
+    np.put_along_axis(keep, np.argsort(-score, axis=-1, kind="stable")[:, :n], False, axis=-1)
+    return _normalise(np.where(keep, pi, 0.0), "n_deficient")
+
+
+def pair_table(mu_XxY, nu_XxY=None) -> np.ndarray:
+    """Pair distribution ``mu_pair[x, a, b] = mu(a|x) nu(b|x)`` (``nu`` defaults to ``mu``). (X, Y) -> (X, Y, Y)."""
+    mu = _table("mu_XxY", mu_XxY)
+    nu = mu if nu_XxY is None else _table("nu_XxY", nu_XxY, mu.shape)
+    return mu[:, :, None] * nu[:, None, :]
+
+
+# ----------------------------------------------------------------------------------------------
+# Coverage coefficients
+
+
+def _max_ratio(num_XxY, den_XxY, rho_X) -> float:
+    """``max_{x: rho(x)>0, y} num/den`` with ``0/0 = 0`` and ``positive/0 = inf``."""
+    num, den = num_XxY[rho_X > 0], den_XxY[rho_X > 0]
+    ratio = np.divide(num, den, out=np.where(num > 0, np.inf, 0.0), where=den > 0)
+    return float(ratio.max())
+
+
+def single_policy_coverage(pi_XxY, mu_XxY, rho_X) -> float:
+    """Single-policy coverage ``C(pi) = max_{x: rho(x)>0, y} pi(y|x)/mu(y|x)``. Tables (X, Y), ``rho_X`` (X,).
+
+    A prompt with an all-zero ``mu`` row (unseen, see ``empirical_mu``) is uncovered: the ratio is ``inf``.
+    Reference: arXiv:2406.01462, partial coverage.
+    """
+    pi = _table("pi_XxY", pi_XxY)
+    mu = _table("mu_XxY", mu_XxY, pi.shape, unseen_ok=True)
+    return _max_ratio(pi, mu, _rho(rho_X, pi.shape[0]))
+
+
+def global_coverage(mu_XxY, rho_X) -> float:
+    """Global coverage over the tabular class (all policies): ``C_glo = max_{x: rho(x)>0, y} 1/mu(y|x)``.
+
+    ``mu_XxY`` (X, Y), ``rho_X`` (X,). Reference: arXiv:2406.01462, global coverage.
+    """
+    mu = _table("mu_XxY", mu_XxY, unseen_ok=True)
+    return _max_ratio(np.ones_like(mu), mu, _rho(rho_X, mu.shape[0]))
+
+
+def _in_hull(v_D, pts_KxD) -> bool:
+    """Whether ``v`` is a convex combination of the rows of ``pts`` (an LP feasibility problem)."""
+    k = pts_KxD.shape[0]
+    a_eq = np.vstack([pts_KxD.T, np.ones((1, k))])
+    res = optimize.linprog(np.zeros(k), A_eq=a_eq, b_eq=np.append(v_D, 1.0), bounds=(0, None), method="highs")
+    return res.status == 0
+
+
+def _vertex_share(phi_YxD) -> np.ndarray:
+    """``1/m`` for a response whose feature vector is a vertex of the hull shared by ``m`` responses, else 0."""
+    n = phi_YxD.shape[0]
+    tol = 1e-12 * (1.0 + np.abs(phi_YxD).max())
+    group = np.array([np.flatnonzero(np.abs(phi_YxD - phi_YxD[y]).max(-1) <= tol)[0] for y in range(n)])
+    reps = np.unique(group)
+    share = np.zeros(n)
+    for k in reps:
+        others = phi_YxD[reps[reps != k]]
+        if len(others) == 0 or not _in_hull(phi_YxD[k], others):
+            share[group == k] = 1.0 / np.sum(group == k)
+    return share
+
+
+def global_coverage_loglinear(mu_XxY, phi_XxYxD, rho_X) -> float:
+    """Global coverage over the log-linear class ``pi_theta(y|x) ∝ exp(phi(x, y) . theta)``.
+
+    ``max_{x: rho(x)>0} max_{y in V_x} (1/m(x, y)) / mu(y|x)``, where ``V_x`` are the responses whose feature
+    vector is a vertex of ``conv{phi(x, y)}_y`` (some direction ``theta`` makes them the argmax, so
+    ``pi_theta`` can concentrate on them as ``|theta| -> inf``), and ``m(x, y)`` counts responses sharing that
+    vector (each gets at most ``1/m``). Vertices are decided by an LP (``scipy.optimize.linprog``).
+    This is the coverage needed by the class's concentrating (greedy) limits: non-vertex responses are
+    ignored, although any single softmax policy (e.g. ``theta = 0``) puts some mass on them.
+
+    Shapes: ``mu_XxY`` (X, Y), ``phi_XxYxD`` (X, Y, D), ``rho_X`` (X,). Reference: arXiv:2406.01462.
+    """
+    phi = V.array("phi_XxYxD", phi_XxYxD, ndim=3)
+    mu = _table("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
+    rho = _rho(rho_X, phi.shape[0])
+    num = np.zeros_like(mu)
+    for x in np.flatnonzero(rho > 0):
+        num[x] = _vertex_share(phi[x])
+    return _max_ratio(num, mu, rho)
+
+
+def _bernoulli_kl(p, q) -> float:
+    """``p log(p/q) + (1-p) log((1-p)/(1-q))`` for ``q`` in (0, 1)."""
+    return special.xlogy(p, p / q) + special.xlogy(1 - p, (1 - p) / (1 - q))
+
+
+def _max_mass(q: float, radius: float) -> float:
+    """Largest ``p`` in [q, 1] with ``KL(Bernoulli(p) || Bernoulli(q)) <= radius``; 0 when ``q = 0``."""
+    if q <= 0:
+        return 0.0
+    if -np.log(q) <= radius:
+        return 1.0
+    if _bernoulli_kl(q, q) >= radius:  # radius 0, or below round-off
+        return q
+    return optimize.brentq(lambda p: _bernoulli_kl(p, q) - radius, q, 1.0, xtol=1e-15)
+
+
+def kl_ball_coefficient(pi_ref_XxY, mu_XxY, rho_X, radius) -> float:
+    """Exact KL-ball coverage ``C_kl(eps) = sup{max_{x,y} pi(y|x)/mu(y|x) : E_rho KL(pi(.|x)||pi_ref(.|x)) <= eps}``.
+
+    The whole budget goes to one prompt (radius ``eps/rho(x)``); for fixed ``(x, y)`` the best ``pi`` puts
+    mass ``p`` on ``y`` and ``1-p`` on the rest in proportion to ``pi_ref``, so
+    ``KL = p log(p/q) + (1-p) log((1-p)/(1-q))`` with ``q = pi_ref(y|x)``; ``p`` is the largest within the
+    radius (``scipy.optimize.brentq``), 1 if ``log(1/q) <= eps/rho(x)``, 0 if ``q = 0``. Then ``max p/mu``.
+    ``eps = radius >= 0``. Tables (X, Y), ``rho_X`` (X,). Reference: arXiv:2406.01462, local KL-ball coverage.
+    """
+    pi_ref = _table("pi_ref_XxY", pi_ref_XxY)
+    mu = _table("mu_XxY", mu_XxY, pi_ref.shape, unseen_ok=True)
+    rho = _rho(rho_X, pi_ref.shape[0])
+    radius = _real("radius", radius, lo=0.0)
+    p = np.zeros_like(pi_ref)
+    for x in np.flatnonzero(rho > 0):
+        p[x] = [_max_mass(q, radius / rho[x]) for q in pi_ref[x]]
+    return _max_ratio(p, mu, rho)
+
+
+def kl_radius(r_max, beta) -> float:
+    """The paper's KL radius for rewards in ``[0, R_max]``: ``eps = 2 R_max / beta``. Reference: arXiv:2406.01462."""
+    return 2.0 * _real("r_max", r_max, lo=0.0) / _real("beta", beta, lo=0.0, lo_open=True)
+
+
+def pair_covariance(phi_XxYxD, p_XxY, rho_X, q_XxY=None) -> np.ndarray:
+    """Pairwise-difference covariance ``S = E_rho E_{y~p, y'~q}[(phi(x,y) - phi(x,y'))(phi(x,y) - phi(x,y'))^T]``.
+
+    Computed from per-prompt masses, means and second moments, ``S_x = |q| M_p + |p| M_q - m_p m_q^T - m_q m_p^T``,
+    never materialising (X, Y, Y, D). ``q`` defaults to ``p``. Shapes: (X, Y, D), (X, Y), (X,) -> (D, D).
+    Reference: arXiv:2406.01462, linear feature coverage.
+    """
+    phi = V.array("phi_XxYxD", phi_XxYxD, ndim=3)
+    p = _table("p_XxY", p_XxY, phi.shape[:2], unseen_ok=True)
+    q = p if q_XxY is None else _table("q_XxY", q_XxY, phi.shape[:2], unseen_ok=True)
+    rho = _rho(rho_X, phi.shape[0])
+    m_p, m_q = np.einsum("xy,xyd->xd", p, phi), np.einsum("xy,xyd->xd", q, phi)
+    s_p, s_q = np.einsum("xy,xyd,xye->xde", p, phi, phi), np.einsum("xy,xyd,xye->xde", q, phi, phi)
+    cross = m_p[:, :, None] * m_q[:, None, :]
+    s_x = q.sum(-1)[:, None, None] * s_p + p.sum(-1)[:, None, None] * s_q - cross - cross.transpose(0, 2, 1)
+    s = np.einsum("x,xde->de", rho, s_x)
+    return 0.5 * (s + s.T)
+
+
+def feature_coverage(phi_XxYxD, pi_XxY, mu_XxY, rho_X) -> float:
+    """Linear feature coverage: the relative condition number ``sup_v (v' S_pi v) / (v' S_mu v)``.
+
+    ``S_pi``, ``S_mu`` from ``pair_covariance``. Solved as a generalised eigenvalue on the range of ``S_mu``
+    (eigendecompose, project, whiten); ``inf`` when ``S_pi`` has a direction outside that range, 0 when
+    ``S_pi = 0``. Eigenvalues below ``EIG_RTOL`` times the largest are treated as zero.
+    Shapes: (X, Y, D), (X, Y), (X, Y), (X,). Reference: arXiv:2406.01462, linear feature coverage.
+    """
+    phi = V.array("phi_XxYxD", phi_XxYxD, ndim=3)
+    pi = _table("pi_XxY", pi_XxY, phi.shape[:2])
+    mu = _table("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
+    s_pi, s_mu = pair_covariance(phi, pi, rho_X), pair_covariance(phi, mu, rho_X)
+    floor = 1e-13 * (np.abs(phi).max() ** 2 + 1e-300)  # round-off level of the covariances
+    w, u = np.linalg.eigh(s_mu)
+    top_pi = np.linalg.eigvalsh(s_pi).max()
+    if top_pi <= floor:
+        return 0.0
+    keep = w > max(EIG_RTOL * w.max(), floor)
+    u_null = u[:, ~keep]
+    if u_null.size and np.linalg.eigvalsh(u_null.T @ s_pi @ u_null).max() > max(EIG_RTOL * top_pi, floor):
+        return float("inf")
+    whiten = u[:, keep] / np.sqrt(w[keep])
+    return float(max(np.linalg.eigvalsh(whiten.T @ s_pi @ whiten).max(), 0.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Empirical coverage of a sampled dataset
+
+
+def _indices(x_N, y_w_N, y_l_N, n_prompts, n_responses):
+    n_x = V.integer("n_prompts", n_prompts, minimum=1)
+    n_y = V.integer("n_responses", n_responses, minimum=1)
+    out = []
+    for name, v, hi in (("x_N", x_N, n_x), ("y_w_N", y_w_N, n_y), ("y_l_N", y_l_N, n_y)):
+        a = np.asarray(v)
+        if a.ndim != 1:
+            raise ValueError(f"{name} must have 1 dimension, got shape {a.shape}")
+        if a.size and a.dtype.kind not in "iu":
+            raise ValueError(f"{name} must hold integer indices, got dtype {a.dtype}")
+        if a.size and (a.min() < 0 or a.max() >= hi):
+            raise ValueError(f"{name} must hold indices in [0, {hi}), got range [{a.min()}, {a.max()}]")
+        out.append(a.astype(np.int64))
+    V.same_shape(x_N=out[0], y_w_N=out[1], y_l_N=out[2])
+    return out, (n_x, n_y)
+
+
+def empirical_support(x_N, y_w_N, y_l_N, n_prompts, n_responses) -> np.ndarray:
+    """Which responses a dataset of pairs ``(x, y_w, y_l)`` shows with each prompt: bool (X, Y).
+
+    A response never seen with prompt ``x`` is uncovered for that dataset (SPEC §2). Indices are int (N,).
+    """
+    (x, y_w, y_l), shape = _indices(x_N, y_w_N, y_l_N, n_prompts, n_responses)
+    seen = np.zeros(shape, bool)
+    seen[x, y_w] = True
+    seen[x, y_l] = True
+    return seen
+
+
+def empirical_mu(x_N, y_w_N, y_l_N, n_prompts, n_responses) -> np.ndarray:
+    """Empirical response frequency per prompt, both responses of each pair counted: (X, Y).
+
+    ``mu_hat(y|x) = #{y in pair i : x_i = x} / (2 #{i : x_i = x})``. A prompt never seen gets an all-zero row;
+    the coefficients accept such rows and, where ``rho(x) > 0``, treat the prompt as uncovered
+    (``mu = 0`` gives ratio ``inf``). The knobs reject them. Indices are int (N,).
+    """
+    (x, y_w, y_l), shape = _indices(x_N, y_w_N, y_l_N, n_prompts, n_responses)
+    counts = np.zeros(shape)
+    np.add.at(counts, (x, y_w), 1.0)
+    np.add.at(counts, (x, y_l), 1.0)
+    n = counts.sum(-1, keepdims=True)
+    return np.divide(counts, n, out=np.zeros_like(counts), where=n > 0)

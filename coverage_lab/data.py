@@ -1,0 +1,134 @@
+"""Preference data as weighted batches: exact (enumerated) and sampled are the same type.
+
+A :class:`Batch` holds labelled pairs ``(x, y_w, y_l)`` with weights, and the prompts on which on-policy
+(unlabelled) samples are drawn, with their weights. The exact batch enumerates every ``(x, y_w, y_l)`` with
+weight ``rho(x) * mu_pair(y, y'|x) * P(y ≻ y'|x)`` summed over both orders; a sampled batch holds ``n`` draws
+with weight ``1/n``. One loss and one loop serve both (DESIGN point 2).
+
+References: arXiv:2406.01462, §2 (offline data ``x ~ rho, (y, y') ~ mu, Bradley–Terry labels``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from coverage_lab import _validate as V
+
+
+class Batch(NamedTuple):
+    """Weighted labelled pairs plus the prompts for on-policy samples.
+
+    Attributes:
+      x_B, y_w_B, y_l_B: prompt, preferred and rejected response indices (or token arrays), length B.
+      weight_B: pair weights, summing to 1 over the dataset.
+      mu_w_B, mu_l_B: propensities ``mu(y_w|x)``, ``mu(y_l|x)`` of the offline distribution (marginals of
+        the pair table), kept so coverage can be computed after the fact.
+      prompt_x_P, prompt_w_P: prompts for on-policy samples and their weights (exact: every prompt with
+        ``rho``; sampled: the pairs' prompts with ``1/n``).
+    """
+
+    x_B: jax.Array
+    y_w_B: jax.Array
+    y_l_B: jax.Array
+    weight_B: jax.Array
+    mu_w_B: jax.Array
+    mu_l_B: jax.Array
+    prompt_x_P: jax.Array
+    prompt_w_P: jax.Array
+
+    @property
+    def size(self) -> int:
+        return self.x_B.shape[0]
+
+
+def _check_pairs(rho_X, pair_XxYxY, pref_XxYxY):
+    rho = V.prob_table("rho_X", rho_X, ndim=1)
+    pair = V.array("pair_XxYxY", pair_XxYxY, ndim=3)
+    pref = V.array("pref_XxYxY", pref_XxYxY, ndim=3)
+    if pair.shape[0] != rho.shape[0] or pair.shape[1] != pair.shape[2]:
+        raise ValueError(f"pair_XxYxY must have shape (X, Y, Y) with X = {rho.shape[0]}, got {pair.shape}")
+    V.prob_table("pair_XxYxY", pair.reshape(pair.shape[0], -1))
+    if pref.shape != pair.shape:
+        raise ValueError(f"pref_XxYxY has shape {pref.shape}, expected pair_XxYxY's {pair.shape}")
+    if (pref < 0).any() or (pref > 1).any() or not np.allclose(pref + pref.transpose(0, 2, 1), 1.0, atol=1e-6):
+        raise ValueError("pref_XxYxY must hold probabilities with P(a ≻ b) + P(b ≻ a) = 1")
+    return rho, pair, pref
+
+
+def _marginal(pair_XxYxY) -> np.ndarray:
+    return 0.5 * (pair_XxYxY.sum(2) + pair_XxYxY.sum(1))
+
+
+def exact_batch(rho_X, pair_XxYxY, pref_XxYxY, *, size: int | None = None) -> Batch:
+    """Every labelled triple ``(x, a, b)`` with weight ``rho(x) (pair(a,b) + pair(b,a)) P(a ≻ b)`` > 0.
+
+    Triples of zero weight are dropped (their log-ratios may be infinite). ``size`` pads the batch to a
+    fixed length with zero-weight copies of its first entry, so batches of different coverage share one
+    compiled program.
+
+    Args:
+      rho_X: prompt distribution (X,). pair_XxYxY: ordered pair distribution per prompt (X, Y, Y).
+      pref_XxYxY: ``P(a ≻ b | x)`` (X, Y, Y), e.g. ``bandits.preference_table``.
+    """
+    rho, pair, pref = _check_pairs(rho_X, pair_XxYxY, pref_XxYxY)
+    w = rho[:, None, None] * (pair + pair.transpose(0, 2, 1)) * pref
+    x, a, b = np.nonzero(w > 0)
+    if size is not None:
+        size = V.integer("size", size, minimum=len(x))
+        pad = size - len(x)
+        x, a, b = (np.concatenate([v, np.repeat(v[:1], pad)]) for v in (x, a, b))
+    weight = np.where(np.arange(len(x)) < np.count_nonzero(w > 0), w[x, a, b], 0.0)
+    mu = _marginal(pair)
+    return Batch(
+        *(jnp.asarray(v, jnp.int32) for v in (x, a, b)),
+        jnp.asarray(weight / weight.sum(), jnp.float32),
+        jnp.asarray(mu[x, a], jnp.float32),
+        jnp.asarray(mu[x, b], jnp.float32),
+        jnp.arange(rho.shape[0], dtype=jnp.int32),
+        jnp.asarray(rho, jnp.float32),
+    )
+
+
+def sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n: int) -> Batch:
+    """``n`` labelled pairs: ``x ~ rho``, ``(y, y') ~ pair(.|x)``, ``y ≻ y'`` with probability ``P(y ≻ y'|x)``.
+
+    Weights ``1/n``; on-policy prompts are the pairs' prompts. Pure in ``key`` (jit-able given arrays).
+    """
+    V.key("key", key)
+    n = V.integer("n", n, minimum=1)
+    rho, pair, pref = _check_pairs(rho_X, pair_XxYxY, pref_XxYxY)
+    return _sample_pairs(key, jnp.asarray(rho), jnp.asarray(pair), jnp.asarray(pref), n)
+
+
+def _sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n):
+    n_responses = pair_XxYxY.shape[-1]
+    k_x, k_pair, k_label = jax.random.split(key, 3)
+    x = jax.random.categorical(k_x, jnp.log(rho_X), shape=(n,))
+    flat = jax.random.categorical(k_pair, jnp.log(pair_XxYxY.reshape(pair_XxYxY.shape[0], -1))[x])
+    y, y2 = flat // n_responses, flat % n_responses
+    y_first_wins = jax.random.uniform(k_label, (n,)) < pref_XxYxY[x, y, y2]
+    y_w, y_l = jnp.where(y_first_wins, y, y2), jnp.where(y_first_wins, y2, y)
+    mu = _marginal(pair_XxYxY)
+    w = jnp.full((n,), 1.0 / n, jnp.float32)
+    x, y_w, y_l = (v.astype(jnp.int32) for v in (x, y_w, y_l))
+    return Batch(x, y_w, y_l, w, mu[x, y_w].astype(jnp.float32), mu[x, y_l].astype(jnp.float32), x, w)
+
+
+def minibatch(data: Batch, key, step, batch_size: int) -> Batch:
+    """The minibatch of ``data`` used at ``step``: epochs of a fresh permutation (by ``fold_in(key, epoch)``),
+    cut into ``batch_size`` slices (a final partial slice is dropped). ``batch_size >= data.size`` returns
+    ``data`` itself (the exact, full-batch case)."""
+    n = data.size
+    if batch_size >= n:
+        return data
+    per_epoch = n // batch_size
+    epoch, i = step // per_epoch, step % per_epoch
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
+    pairs = [v[idx] for v in data[:6]]
+    pairs[3] = pairs[3] / pairs[3].sum()
+    return Batch(*pairs, pairs[0], pairs[3])

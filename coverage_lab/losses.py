@@ -1,0 +1,99 @@
+"""Per-example losses and estimators on log-probabilities.
+
+Every function here is pure, per example and unreduced (optax/rlax style): the caller supplies weights
+and reduces. The bandit tracks and the transformer track call the very same functions; only how the
+log-probabilities are computed differs. With ``d(y) = log pi(y|x) - log pi_ref(y|x)`` (for sequences,
+summed over response tokens unless the caller length-normalises it first).
+
+References:
+  Song et al. The Importance of Online Data: Understanding Preference Fine-tuning via Coverage.
+  arXiv:2406.01462.
+  Rafailov et al. Direct Preference Optimization. arXiv:2305.18290.
+  Azar et al. A General Theoretical Paradigm to Understand Learning from Human Preferences (IPO).
+  arXiv:2310.12036.
+  Ahmadian et al. Back to Basics: Revisiting REINFORCE Style Optimization for RLHF (RLOO). arXiv:2402.14740.
+  Schulman. Approximating KL Divergence (k1, k2, k3). 2020.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from coverage_lab import _validate as V
+
+
+def _same_shape(**arrays):
+    V.same_shape(**arrays)
+    return [jnp.asarray(a) for a in arrays.values()]
+
+
+def dpo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, beta):
+    """DPO loss ``-log sigmoid(beta * ((logp_w - ref_logp_w) - (logp_l - ref_logp_l)))``, shape (B,).
+
+    Written with ``log_sigmoid`` (finite for margins of any size). ``beta > 0``.
+    """
+    V.positive("beta", beta)
+    lw, ll, rw, rl = _same_shape(
+        logp_w_B=logp_w_B, logp_l_B=logp_l_B, ref_logp_w_B=ref_logp_w_B, ref_logp_l_B=ref_logp_l_B
+    )
+    return -jax.nn.log_sigmoid(beta * ((lw - rw) - (ll - rl)))
+
+
+def ipo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, tau):
+    """IPO loss ``((logp_w - ref_logp_w) - (logp_l - ref_logp_l) - 1/(2 tau))^2``, shape (B,).
+
+    ``d`` is whatever log-ratio the caller passes: summed over tokens by default, length-normalised if the
+    caller divides the sequence log-probabilities by the response length first. ``tau > 0``.
+    """
+    V.positive("tau", tau)
+    lw, ll, rw, rl = _same_shape(
+        logp_w_B=logp_w_B, logp_l_B=logp_l_B, ref_logp_w_B=ref_logp_w_B, ref_logp_l_B=ref_logp_l_B
+    )
+    return ((lw - rw) - (ll - rl) - 0.5 / tau) ** 2
+
+
+def bt(r_w_B, r_l_B):
+    """Bradley–Terry reward-model negative log-likelihood ``-log sigmoid(r_w - r_l)``, shape (B,)."""
+    rw, rl = _same_shape(r_w_B=r_w_B, r_l_B=r_l_B)
+    return -jax.nn.log_sigmoid(rw - rl)
+
+
+def kl_k1(logp_B, ref_logp_B):
+    """k1 estimator of ``KL(pi || pi_ref)`` on ``y ~ pi``: ``t = logp - ref_logp``. Unbiased, high variance."""
+    lp, rp = _same_shape(logp_B=logp_B, ref_logp_B=ref_logp_B)
+    return lp - rp
+
+
+def kl_k2(logp_B, ref_logp_B):
+    """k2 estimator on ``y ~ pi``: ``t^2 / 2``. Biased (exact to second order), low variance, >= 0."""
+    lp, rp = _same_shape(logp_B=logp_B, ref_logp_B=ref_logp_B)
+    return 0.5 * (lp - rp) ** 2
+
+
+def kl_k3(logp_B, ref_logp_B):
+    """k3 estimator on ``y ~ pi``: ``exp(-t) - 1 + t``. Unbiased and >= 0.
+
+    Computed as ``expm1(-t) + t`` for accuracy near ``t = 0``.
+    """
+    lp, rp = _same_shape(logp_B=logp_B, ref_logp_B=ref_logp_B)
+    t = lp - rp
+    return jnp.expm1(-t) + t
+
+
+def rloo(logp_BxK, reward_BxK):
+    """REINFORCE surrogate with a leave-one-out baseline (RLOO), per prompt, shape (B,).
+
+    For ``k`` samples ``y_1..y_k ~ pi(.|x)`` with stop-gradient rewards ``a_j`` and baselines
+    ``b_j = mean_{m != j} a_m``: ``(1/k) sum_j (a_j - b_j) log pi(y_j|x)``. Its gradient is an unbiased
+    estimate of ``grad E_pi[a]`` when ``a`` does not depend on the parameters; its value is not the objective.
+    To *minimise* ``E_pi[a]`` (a cost, e.g. a KL penalty) minimise this surrogate; to maximise a reward,
+    minimise its negation. Needs ``k >= 2``.
+    """
+    lp, a = _same_shape(logp_BxK=logp_BxK, reward_BxK=reward_BxK)
+    if lp.ndim < 1 or lp.shape[-1] < 2:
+        raise ValueError(f"logp_BxK needs k >= 2 samples on its last axis, got shape {lp.shape}")
+    k = lp.shape[-1]
+    a = jax.lax.stop_gradient(a)
+    baseline = (a.sum(-1, keepdims=True) - a) / (k - 1)
+    return ((a - baseline) * lp).mean(-1)

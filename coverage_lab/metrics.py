@@ -1,0 +1,120 @@
+"""Metrics of policies as pure functions of tables: value, suboptimality, reward, reverse KL (exact and the
+k1/k3 estimates), mass on uncovered responses, likelihood diagnostics.
+
+Every function takes a stack of policies ``logp_NxXxY`` (any number ``N`` of training snapshots or seeds)
+and returns arrays of shape (N,), computed in float64 with :mod:`coverage_lab.exact`.
+
+References: arXiv:2406.01462 (§2 coverage, §4 the separation; the likelihood diagnostics of its appendix).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from coverage_lab import _validate as V
+from coverage_lab import exact, losses
+from coverage_lab.bandits import LinearBandit, TabularBandit
+from coverage_lab.data import Batch
+
+NAMES = (
+    "value",
+    "suboptimality",
+    "reward",
+    "kl",
+    "kl_k1",
+    "kl_k3",
+    "ood_mass",
+    "ood_mass_empirical",
+    "logp_chosen",
+    "logp_rejected",
+    "logp_best",
+    "loss",
+)
+
+
+def _policies(logp_NxXxY, n_responses: int) -> np.ndarray:
+    logp = np.asarray(logp_NxXxY, np.float64)
+    if logp.ndim != 3 or logp.shape[-1] != n_responses:
+        raise ValueError(f"logp_NxXxY must have shape (N, X, {n_responses}), got {logp.shape}")
+    if np.isnan(logp).any():
+        raise ValueError("logp_NxXxY contains NaN")
+    pi = np.exp(logp - logp.max(-1, keepdims=True))
+    return pi / pi.sum(-1, keepdims=True)
+
+
+def _per_prompt_mean(v_NxX, rho_X) -> np.ndarray:
+    """``E_{x~rho} v`` per row, skipping prompts with ``rho = 0`` (so an inf there does not leak)."""
+    return np.where(rho_X > 0, v_NxX, 0.0) @ rho_X
+
+
+def policy_metrics(logp_NxXxY, env: TabularBandit | LinearBandit, *, beta, mu_XxY=None) -> dict[str, np.ndarray]:
+    """Population metrics of a stack of policies ``pi = softmax(logp)``.
+
+    Returns (N,) arrays: ``value`` J, ``suboptimality`` J(pi*) - J, ``reward`` E_pi r*, ``kl`` E_x KL(pi||pi_ref),
+    ``logp_best`` E_x log pi(argmax_y r*(x, y)|x), and, given ``mu_XxY``, ``ood_mass`` = E_x pi(y: mu(y|x) = 0).
+    """
+    beta = V.positive("beta", beta)
+    rho, pi_ref, reward = (np.asarray(a, np.float64) for a in (env.rho_X, env.pi_ref_XxY, env.reward_XxY))
+    pi = _policies(logp_NxXxY, env.n_responses)
+    n, x, y = pi.shape
+    rows = pi.reshape(n * x, y)
+    kl = exact.kl_per_prompt(rows, np.tile(pi_ref, (n, 1))).reshape(n, x)
+    kl_star = exact.kl_per_prompt(rows, np.tile(exact.optimal_policy(reward, pi_ref, beta), (n, 1))).reshape(n, x)
+    reward_NxX = (pi * reward).sum(-1)
+    with np.errstate(divide="ignore"):
+        logp_best = np.log(np.take_along_axis(pi, reward.argmax(-1)[None, :, None], -1)[..., 0])
+    out = {
+        "reward": _per_prompt_mean(reward_NxX, rho),
+        "kl": _per_prompt_mean(kl, rho),
+        "suboptimality": beta * _per_prompt_mean(kl_star, rho),
+        "logp_best": _per_prompt_mean(logp_best, rho),
+    }
+    out["value"] = out["reward"] - beta * out["kl"]
+    if mu_XxY is not None:
+        mu = V.prob_table("mu_XxY", mu_XxY)
+        V.shape("mu_XxY", mu, pi_ref.shape)
+        out["ood_mass"] = _per_prompt_mean((pi * (mu == 0)).sum(-1), rho)
+    return out
+
+
+def data_metrics(logp_NxXxY, data: Batch, n_prompts: int, n_responses: int) -> dict[str, np.ndarray]:
+    """Metrics against a dataset of pairs: weighted mean ``logp_chosen`` and ``logp_rejected``, and
+    ``ood_mass_empirical``: the mass on responses never seen with their prompt in the data, averaged over the
+    data's prompts weighted by how often they occur."""
+    logp = np.asarray(logp_NxXxY, np.float64)
+    x, y_w, y_l = (np.asarray(v) for v in (data.x_B, data.y_w_B, data.y_l_B))
+    w = np.asarray(data.weight_B, np.float64)
+    seen = np.zeros((n_prompts, n_responses), bool)
+    seen[x[w > 0], y_w[w > 0]] = seen[x[w > 0], y_l[w > 0]] = True
+    prompt_w = np.bincount(x, weights=w, minlength=n_prompts)
+    pi = _policies(logp, n_responses)
+    return {
+        "logp_chosen": logp[:, x, y_w] @ w,
+        "logp_rejected": logp[:, x, y_l] @ w,
+        "ood_mass_empirical": (pi * ~seen).sum(-1) @ (prompt_w / prompt_w.sum()),
+    }
+
+
+def sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples: int = 64) -> dict[str, np.ndarray]:
+    """The k1 and k3 Monte Carlo estimates of ``E_x KL(pi||pi_ref)`` from ``n_samples`` draws ``y ~ pi(.|x)`` per
+    prompt, averaged with weights ``rho`` (keys: ``kl_k1``, ``kl_k3``; shapes (N,))."""
+    V.key("key", key)
+    n_samples = V.integer("n_samples", n_samples, minimum=1)
+    return {k: np.asarray(v, np.float64) for k, v in _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples).items()}
+
+
+@functools.partial(jax.jit, static_argnames="n_samples")
+def _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples):
+    logp = jnp.asarray(logp_NxXxY, jnp.float32)
+    logp = logp - jax.nn.logsumexp(logp, -1, keepdims=True)
+    y_SxNxX = jax.random.categorical(key, logp, shape=(n_samples, *logp.shape[:-1]))
+    lp = jnp.take_along_axis(logp, jnp.moveaxis(y_SxNxX, 0, -1), -1)  # (N, X, S)
+    ref = jnp.log(jnp.asarray(pi_ref_XxY, jnp.float32))[
+        jnp.arange(logp.shape[1])[:, None], jnp.moveaxis(y_SxNxX, 0, -1)
+    ]
+    rho = jnp.asarray(rho_X, jnp.float32)
+    return {name: fn(lp, ref).mean(-1) @ rho for name, fn in (("kl_k1", losses.kl_k1), ("kl_k3", losses.kl_k3))}

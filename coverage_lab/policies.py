@@ -1,0 +1,93 @@
+"""Policies and reward models as pairs of pure functions (optax's ``(init, update)`` idea).
+
+A :class:`Policy` is ``init(key) -> params`` and ``log_probs(params, x_B, y_B) -> logp_B``, plus a sampler
+and, where the response space can be enumerated, ``table(params) -> logp_XxY``. The bandit policies here
+and the transformer adapter expose the same interface, so the algorithms and the training loop never ask
+which one they hold. Parameterisations (SPEC §4.6):
+
+- ``tabular_softmax``: one free logit per ``(x, y)``, initialised at ``log pi_ref`` (``-inf`` where
+  ``pi_ref = 0``, so the policy starts with exactly no mass there).
+- ``log_linear``: ``pi_theta(y|x) ∝ exp(phi(x, y) . theta)``, initialised at ``theta_ref``.
+
+Reward models are bounded, as the theory requires (``r in [0, R_max]``): ``R_max * sigmoid(w)`` per table
+entry, or ``R_max * sigmoid(phi . w)`` for features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from coverage_lab.bandits import LinearBandit, TabularBandit
+
+Params = Any
+
+
+class Policy(NamedTuple):
+    """``init(key) -> params``; ``log_probs(params, x_B, y_B) -> logp_B``;
+    ``sample(params, key, x_B, k) -> y_BxK``; ``table(params) -> logp_XxY`` or None if not enumerable."""
+
+    init: Callable[[jax.Array], Params]
+    log_probs: Callable[[Params, jax.Array, jax.Array], jax.Array]
+    sample: Callable[[Params, jax.Array, jax.Array, int], jax.Array]
+    table: Callable[[Params], jax.Array] | None = None
+
+
+class RewardModel(NamedTuple):
+    """``init(key) -> params``; ``rewards(params, x_B, y_B) -> r_B``; ``table(params) -> r_XxY``."""
+
+    init: Callable[[jax.Array], Params]
+    rewards: Callable[[Params, jax.Array, jax.Array], jax.Array]
+    table: Callable[[Params], jax.Array]
+
+
+def from_table(init: Callable[[jax.Array], Params], table: Callable[[Params], jax.Array]) -> Policy:
+    """A policy over an enumerable response set from its log-probability table ``logp_XxY``."""
+
+    def log_probs(params, x_B, y_B):
+        return table(params)[x_B, y_B]
+
+    def sample(params, key, x_B, k):
+        logits_BxY = table(params)[x_B]
+        return jax.random.categorical(key, logits_BxY[:, None, :], axis=-1, shape=(x_B.shape[0], k))
+
+    return Policy(init, log_probs, sample, table)
+
+
+def tabular_softmax(env: TabularBandit | LinearBandit) -> Policy:
+    """Tabular softmax policy: ``params = logits_XxY``, ``pi = softmax(logits)``, initialised at ``log pi_ref``."""
+    log_pi_ref_XxY = jnp.log(jnp.asarray(env.pi_ref_XxY, jnp.float32))
+    return from_table(lambda key: log_pi_ref_XxY, lambda logits: jax.nn.log_softmax(logits, axis=-1))
+
+
+def log_linear(env: LinearBandit) -> Policy:
+    """Log-linear policy ``pi_theta(y|x) = softmax_y(phi(x, y) . theta)``; ``params = theta_D``, init ``theta_ref``."""
+    if not isinstance(env, LinearBandit):
+        raise ValueError(f"env must be a LinearBandit for a log-linear policy, got {type(env).__name__}")
+    phi_XxYxD = jnp.asarray(env.phi_XxYxD, jnp.float32)
+    theta_ref_D = jnp.asarray(env.theta_ref_D, jnp.float32)
+    return from_table(lambda key: theta_ref_D, lambda theta: jax.nn.log_softmax(phi_XxYxD @ theta, axis=-1))
+
+
+def default_policy(env: TabularBandit | LinearBandit) -> Policy:
+    """The natural policy class of an environment: log-linear for a linear bandit, tabular softmax otherwise."""
+    return log_linear(env) if isinstance(env, LinearBandit) else tabular_softmax(env)
+
+
+def bounded_reward_model(env: TabularBandit | LinearBandit, r_max) -> RewardModel:
+    """Reward model in ``[0, r_max]``: ``r_max * sigmoid(w_XxY)`` (tabular) or ``r_max * sigmoid(phi . w)`` (linear).
+
+    Initialised at ``w = 0``, i.e. ``r = r_max / 2`` everywhere: a response the data never shows keeps it.
+    """
+    if isinstance(env, LinearBandit):
+        phi_XxYxD = jnp.asarray(env.phi_XxYxD, jnp.float32)
+        init = lambda key: jnp.zeros(phi_XxYxD.shape[-1], jnp.float32)  # noqa: E731
+        table = lambda w: r_max * jax.nn.sigmoid(phi_XxYxD @ w)  # noqa: E731
+    else:
+        shape = tuple(env.pi_ref_XxY.shape)
+        init = lambda key: jnp.zeros(shape, jnp.float32)  # noqa: E731
+        table = lambda w: r_max * jax.nn.sigmoid(w)  # noqa: E731
+    return RewardModel(init, lambda w, x_B, y_B: table(w)[x_B, y_B], table)

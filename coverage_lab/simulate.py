@@ -1,0 +1,214 @@
+"""``simulate``: one algorithm on one bandit, many seeds in one compiled call, a tidy table out.
+
+The whole run of one seed — sample the offline pairs, fit the reward model if the algorithm has one, train
+the policy through :func:`coverage_lab.train.fit` — is a pure function of its key, so seeds are a ``vmap``
+axis. Hyper-parameters, ``mu`` and the environment's arrays are traced arguments: a sweep over ``beta``,
+``lam`` or the coverage level reuses the compiled program.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from coverage_lab import _validate as V
+from coverage_lab import algorithms as A
+from coverage_lab import data as D
+from coverage_lab import metrics as M
+from coverage_lab.bandits import LinearBandit, TabularBandit, preference_table
+from coverage_lab.coverage import pair_table
+from coverage_lab.policies import bounded_reward_model, default_policy
+from coverage_lab.train import fit
+
+
+def simulate(
+    env: TabularBandit | LinearBandit,
+    algorithm: A.Algorithm,
+    *,
+    mu,
+    n_pairs: int | None,
+    steps: int,
+    seeds: int | Sequence[int],
+    key: jax.Array,
+    log_every: int | None = None,
+    pair_XxYxY=None,
+    temperature: float = 1.0,
+    deterministic: bool = False,
+    batch_size: int = 64,
+    learning_rate: float = 0.05,
+    reward_steps: int | None = None,
+    beta: float | None = None,
+    metrics: Sequence[str] | None = None,
+    kl_samples: int = 64,
+) -> pd.DataFrame:
+    """Train ``algorithm`` on offline data from ``mu`` in ``env`` and return its metrics over training.
+
+    Args:
+      env: a ``TabularBandit`` (tabular softmax policy) or ``LinearBandit`` (log-linear policy).
+      algorithm: from ``coverage_lab.algorithms`` (``dpo``, ``ipo``, ``rlhf``, ``hypo``, ``online_dpo``).
+      mu: offline response distribution ``mu_XxY``; pairs are ``mu ⊗ mu`` unless ``pair_XxYxY`` is given.
+      n_pairs: number of labelled offline pairs; ``None`` is the exact population version (full batch,
+        enumerated on-policy expectations).
+      steps: optimizer steps (Adam, ``learning_rate``); ``reward_steps`` for the reward model (default ``steps``).
+      seeds: a number of seeds ``0..n-1`` or the seed ids; seed ``i`` runs on ``fold_in(key, i)``.
+      key: a JAX PRNG key.
+      log_every: steps between log points (default ``steps // 20``); must divide ``steps``.
+      temperature, deterministic: Bradley–Terry labels (``bandits.preference_table``).
+      batch_size: minibatch of offline pairs (sampled version).
+      beta: the ``beta`` of ``J`` in ``value`` and ``suboptimality`` (default: the algorithm's ``beta``, else ``tau``).
+      metrics: the metric names to keep (default all of ``metrics.NAMES``).
+      kl_samples: samples per prompt for the ``kl_k1``/``kl_k3`` estimates.
+
+    Returns:
+      A tidy DataFrame: ``algorithm``, ``seed``, ``step``, ``metric``, ``value``, ``n_pairs`` (NaN when exact) and
+      one column per hyper-parameter of the algorithm.
+    """
+    if not isinstance(env, (TabularBandit, LinearBandit)):
+        raise ValueError(f"env must be a TabularBandit or LinearBandit, got {type(env).__name__}")
+    if not isinstance(algorithm, A.Algorithm):
+        raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(algorithm).__name__}")
+    V.key("key", key)
+    pi_ref = np.asarray(env.pi_ref_XxY, np.float64)
+    mu = V.prob_table("mu", mu, ndim=2)
+    V.shape("mu", mu, pi_ref.shape)
+    if ((mu > 0) & (pi_ref == 0)).any():
+        raise ValueError("mu puts mass where pi_ref is zero: the log-ratios of those responses are infinite")
+    if n_pairs is not None:
+        n_pairs = V.integer("n_pairs", n_pairs, minimum=1)
+    steps = V.integer("steps", steps, minimum=1)
+    log_every = max(steps // 20, 1) if log_every is None else V.integer("log_every", log_every, minimum=1)
+    if steps % log_every:
+        raise ValueError(f"log_every ({log_every}) must divide steps ({steps})")
+    reward_steps = steps if reward_steps is None else V.integer("reward_steps", reward_steps, minimum=1)
+    batch_size = V.integer("batch_size", batch_size, minimum=1)
+    V.positive("learning_rate", learning_rate)
+    if algorithm.k and algorithm.k < 2:
+        raise ValueError(f"k must be >= 2 for the RLOO estimate, got {algorithm.k}")
+    seed_ids = list(range(V.integer("seeds", seeds, minimum=1))) if isinstance(seeds, int) else list(seeds)
+    if not seed_ids or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seed_ids):
+        raise ValueError(f"seeds must be a positive count or a list of non-negative ids, got {seeds!r}")
+    names = M.NAMES if metrics is None else tuple(metrics)
+    unknown = sorted(set(names) - set(M.NAMES))
+    if unknown:
+        raise ValueError(f"metrics has unknown names {unknown}; known: {list(M.NAMES)}")
+    beta = V.positive("beta", beta if beta is not None else algorithm.hparams.get("beta", algorithm.hparams.get("tau")))
+
+    if pair_XxYxY is None:
+        pair = pair_table(mu)
+    else:
+        pair = V.array("pair_XxYxY", pair_XxYxY, ndim=3)
+        V.shape("pair_XxYxY", pair, pi_ref.shape + pi_ref.shape[-1:])
+        if ((pair.sum(2) + pair.sum(1) > 0) & (mu == 0)).any():
+            raise ValueError("pair_XxYxY shows responses that mu gives no mass: pass the mu it was built from")
+    pref = preference_table(env.reward_XxY, temperature=temperature, deterministic=deterministic)
+    exact_data = None
+    if n_pairs is None:
+        exact_data = D.exact_batch(env.rho_X, pair, pref)
+        exact_data = D.exact_batch(env.rho_X, pair, pref, size=1 << (exact_data.size - 1).bit_length())
+    keys = jnp.stack([jax.random.fold_in(key, s) for s in seed_ids])
+    hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
+    logs, data = _run(
+        keys,
+        env,
+        exact_data,
+        jnp.asarray(pair, jnp.float32),
+        jnp.asarray(pref, jnp.float32),
+        hp,
+        algorithm=algorithm,
+        n_pairs=n_pairs,
+        steps=steps,
+        reward_steps=reward_steps,
+        log_every=log_every,
+        batch_size=batch_size,
+        learning_rate=float(learning_rate),
+    )
+    return _tidy(logs, data, env, mu, beta, algorithm, seed_ids, keys, n_pairs, names, kl_samples)
+
+
+def _run_one(
+    key,
+    env,
+    exact_data,
+    pair,
+    pref,
+    hp,
+    *,
+    algorithm,
+    n_pairs,
+    steps,
+    reward_steps,
+    log_every,
+    batch_size,
+    learning_rate,
+):
+    policy = default_policy(env)
+    ref_params = policy.init(key)
+    k_data, k_rm, k_fit = jax.random.split(key, 3)
+    exact = n_pairs is None
+    data = exact_data if exact else D._sample_pairs(k_data, env.rho_X, pair, pref, n_pairs)
+    bs = None if exact else min(batch_size, n_pairs)
+    optimizer = optax.adam(learning_rate)
+    reward_fn = None
+    if algorithm.reward_model:
+        rm = bounded_reward_model(env, hp["r_max"])
+        rm_params, _ = fit(
+            A.reward_model_objective(rm.rewards),
+            rm.init(k_rm),
+            data,
+            k_rm,
+            steps=reward_steps,
+            optimizer=optimizer,
+            batch_size=bs,
+        )
+        reward_fn = functools.partial(rm.rewards, rm_params)
+    ctx = A.Context(policy, ref_params, exact, reward_fn, pref)
+    objective = algorithm.make(algorithm, ctx, hp)
+    _, logs = fit(
+        objective,
+        algorithm.init(ref_params),
+        data,
+        k_fit,
+        steps=steps,
+        optimizer=optimizer,
+        batch_size=bs,
+        log_every=log_every,
+        evaluate=lambda p: policy.table(algorithm.policy_params(p)),
+    )
+    return logs, data
+
+
+_STATIC = ("algorithm", "n_pairs", "steps", "reward_steps", "log_every", "batch_size", "learning_rate")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _run(keys, env, exact_data, pair, pref, hp, **static):
+    run = functools.partial(_run_one, **static)
+    return jax.vmap(run, in_axes=(0, None, None, None, None, None))(keys, env, exact_data, pair, pref, hp)
+
+
+def _tidy(logs, data, env, mu, beta, algorithm, seed_ids, keys, n_pairs, names, kl_samples) -> pd.DataFrame:
+    steps = np.asarray(logs["step"])[0]
+    frames = []
+    for i, seed in enumerate(seed_ids):
+        logp = np.asarray(logs["eval"][i])
+        data_i = jax.tree.map(lambda a, i=i: np.asarray(a[i]), data)
+        values = {
+            **M.policy_metrics(logp, env, beta=beta, mu_XxY=mu),
+            **M.data_metrics(logp, data_i, env.n_prompts, env.n_responses),
+            **M.sampled_kl(jax.random.fold_in(keys[i], 1), logp, env.pi_ref_XxY, env.rho_X, kl_samples),
+            "loss": np.asarray(logs["metrics"]["loss"][i], np.float64),
+        }
+        for name in names:
+            frames.append(pd.DataFrame({"seed": seed, "step": steps, "metric": name, "value": values[name]}))
+    df = pd.concat(frames, ignore_index=True)
+    df.insert(0, "algorithm", algorithm.name)
+    df["n_pairs"] = np.nan if n_pairs is None else n_pairs
+    for k, v in algorithm.hparams.items():
+        df[k] = float(v)
+    return df

@@ -1,0 +1,88 @@
+"""The one training loop: ``fit`` runs any objective on minibatches of any :class:`~coverage_lab.data.Batch`.
+
+``fit`` is a pure function of its inputs (``jax.lax.scan`` over steps, an optax optimizer), so a whole run
+can be ``jit``-ed and ``vmap``-ed over seeds and sweep values by the caller (nanodo passes the loss in;
+bsuite has one run loop for every agent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from coverage_lab import _validate as V
+from coverage_lab.data import Batch, minibatch
+
+Objective = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]]
+
+
+def fit(
+    objective: Objective,
+    params,
+    data: Batch,
+    key: jax.Array,
+    *,
+    steps: int,
+    optimizer: optax.GradientTransformation,
+    batch_size: int | None = None,
+    log_every: int | None = None,
+    evaluate: Callable[[Any], Any] | None = None,
+):
+    """Minimise ``objective(params, batch, key)`` for ``steps`` optimizer steps.
+
+    Args:
+      objective: returns ``(loss, metrics)``; its gradient in ``params`` drives the update.
+      params: initial parameters (any pytree).
+      data: the dataset; each step takes the next minibatch of ``batch_size`` (epochs of fresh
+        permutations); ``batch_size=None`` uses the whole (e.g. exact) batch every step.
+      key: randomness of the minibatch order and of the objective (a fresh ``fold_in`` per step).
+      steps: number of optimizer steps; a multiple of ``log_every`` when logging.
+      log_every: log every ``log_every`` steps (and once before the first step).
+      evaluate: ``evaluate(params) -> pytree`` recorded at each log point (default: nothing).
+
+    Returns:
+      ``(params, logs)``: final parameters and, with ``log_every``, a dict with ``step`` (L,),
+      ``eval`` (the pytree of ``evaluate`` outputs stacked to leading dim L) and the objective's ``metrics``
+      averaged over each logging interval (the first log point holds the metrics at step 0); without
+      ``log_every``, the per-step metrics (steps,).
+    """
+    steps = V.integer("steps", steps, minimum=1)
+    batch_size = data.size if batch_size is None else V.integer("batch_size", batch_size, minimum=1)
+    k_data, k_obj = jax.random.split(key)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def step(carry, t):
+        params, opt_state = carry
+        batch = minibatch(data, k_data, t, batch_size)
+        (_, metrics), grads = grad_fn(params, batch, jax.random.fold_in(k_obj, t))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), metrics
+
+    carry = (params, optimizer.init(params))
+    if log_every is None:
+        (params, _), metrics = jax.lax.scan(step, carry, jnp.arange(steps))
+        return params, metrics
+
+    log_every = V.integer("log_every", log_every, minimum=1)
+    if steps % log_every:
+        raise ValueError(f"steps ({steps}) must be a multiple of log_every ({log_every})")
+    evaluate = evaluate or (lambda p: ())
+
+    def interval(carry, i):
+        carry, metrics = jax.lax.scan(step, carry, i * log_every + jnp.arange(log_every))
+        return carry, (jax.tree.map(lambda m: m.mean(0), metrics), evaluate(carry[0]))
+
+    first_metrics = objective(params, minibatch(data, k_data, 0, batch_size), jax.random.fold_in(k_obj, 0))[1]
+    first_eval = evaluate(params)
+    (params, _), (metrics, evals) = jax.lax.scan(interval, carry, jnp.arange(steps // log_every))
+    stack = lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b])  # noqa: E731
+    logs = {
+        "step": jnp.arange(steps // log_every + 1) * log_every,
+        "metrics": jax.tree.map(stack, first_metrics, metrics),
+        "eval": jax.tree.map(stack, first_eval, evals),
+    }
+    return params, logs
