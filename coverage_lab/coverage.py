@@ -223,14 +223,10 @@ def _vertex_share(phi_YxD) -> np.ndarray:
 def global_coverage_loglinear(mu_XxY, phi_XxYxD, rho_X) -> float:
     """Global coverage over the log-linear class ``pi_theta(y|x) ∝ exp(phi(x, y) . theta)``.
 
-    ``max_{x: rho(x)>0} max_{y in V_x} (1/m(x, y)) / mu(y|x)``, where ``V_x`` are the responses whose feature
-    vector is a vertex of ``conv{phi(x, y)}_y`` (some direction ``theta`` makes them the argmax, so
-    ``pi_theta`` can concentrate on them as ``|theta| -> inf``), and ``m(x, y)`` counts responses sharing that
-    vector (each gets at most ``1/m``). Vertices are decided by an LP (``scipy.optimize.linprog``).
-    This is the coverage needed by the class's concentrating (greedy) limits: non-vertex responses are
-    ignored, although any single softmax policy (e.g. ``theta = 0``) puts some mass on them.
-
-    Shapes: ``mu_XxY`` (X, Y), ``phi_XxYxD`` (X, Y, D), ``rho_X`` (X,). Reference: arXiv:2406.01462.
+    ``max_{x: rho(x)>0} max_{y in V_x} (1/m(x, y)) / mu(y|x)``: ``V_x`` are the responses whose feature vector
+    is a vertex of ``conv{phi(x, .)}`` (an LP decides), the only ones ``pi_theta`` can concentrate on as
+    ``|theta| -> inf``; ``m`` responses sharing a vertex get ``1/m`` each. Non-vertex responses are ignored,
+    although a finite ``theta`` (e.g. 0) gives them some mass. (X, Y), (X, Y, D), (X,). Ref. arXiv:2406.01462.
     """
     phi = V.array("phi_XxYxD", phi_XxYxD, ndim=3)
     mu = _table("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
@@ -260,11 +256,10 @@ def _max_mass(q: float, radius: float) -> float:
 def kl_ball_coefficient(pi_ref_XxY, mu_XxY, rho_X, radius) -> float:
     """Exact KL-ball coverage ``C_kl(eps) = sup{max_{x,y} pi(y|x)/mu(y|x) : E_rho KL(pi(.|x)||pi_ref(.|x)) <= eps}``.
 
-    The whole budget goes to one prompt (radius ``eps/rho(x)``); for fixed ``(x, y)`` the best ``pi`` puts
-    mass ``p`` on ``y`` and ``1-p`` on the rest in proportion to ``pi_ref``, so
-    ``KL = p log(p/q) + (1-p) log((1-p)/(1-q))`` with ``q = pi_ref(y|x)``; ``p`` is the largest within the
-    radius (``scipy.optimize.brentq``), 1 if ``log(1/q) <= eps/rho(x)``, 0 if ``q = 0``. Then ``max p/mu``.
-    ``eps = radius >= 0``. Tables (X, Y), ``rho_X`` (X,). Reference: arXiv:2406.01462, local KL-ball coverage.
+    The budget goes to one prompt (radius ``eps/rho(x)``); for fixed ``(x, y)`` the best ``pi`` puts ``p`` on
+    ``y``, ``1-p`` elsewhere in proportion to ``pi_ref``: ``KL = p log(p/q) + (1-p) log((1-p)/(1-q))``,
+    ``q = pi_ref(y|x)``; ``p`` is the largest within the radius (brentq), 1 if ``log(1/q) <= eps/rho(x)``, 0 if
+    ``q = 0``. Then ``max p/mu``. ``eps = radius >= 0``. (X, Y), (X, Y), (X,). Ref. arXiv:2406.01462.
     """
     pi_ref = _table("pi_ref_XxY", pi_ref_XxY)
     mu = _table("mu_XxY", mu_XxY, pi_ref.shape, unseen_ok=True)
@@ -330,20 +325,15 @@ def feature_coverage(phi_XxYxD, pi_XxY, mu_XxY, rho_X) -> float:
 
 
 def _indices(x_N, y_w_N, y_l_N, n_prompts, n_responses):
-    n_x = V.integer("n_prompts", n_prompts, minimum=1)
-    n_y = V.integer("n_responses", n_responses, minimum=1)
-    out = []
-    for name, v, hi in (("x_N", x_N, n_x), ("y_w_N", y_w_N, n_y), ("y_l_N", y_l_N, n_y)):
-        a = np.asarray(v)
-        if a.ndim != 1:
-            raise ValueError(f"{name} must have 1 dimension, got shape {a.shape}")
-        if a.size and a.dtype.kind not in "iu":
-            raise ValueError(f"{name} must hold integer indices, got dtype {a.dtype}")
+    shape = V.integer("n_prompts", n_prompts, minimum=1), V.integer("n_responses", n_responses, minimum=1)
+    out = {"x_N": np.asarray(x_N), "y_w_N": np.asarray(y_w_N), "y_l_N": np.asarray(y_l_N)}
+    for (name, a), hi in zip(out.items(), (shape[0], shape[1], shape[1]), strict=True):
+        if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+            raise ValueError(f"{name} must be a 1-D array of integer indices, got {a.dtype} of shape {a.shape}")
         if a.size and (a.min() < 0 or a.max() >= hi):
             raise ValueError(f"{name} must hold indices in [0, {hi}), got range [{a.min()}, {a.max()}]")
-        out.append(a.astype(np.int64))
-    V.same_shape(x_N=out[0], y_w_N=out[1], y_l_N=out[2])
-    return out, (n_x, n_y)
+    V.same_shape(**out)
+    return [a.astype(np.int64) for a in out.values()], shape
 
 
 def empirical_support(x_N, y_w_N, y_l_N, n_prompts, n_responses) -> np.ndarray:
