@@ -106,12 +106,13 @@ def on_policy(ctx: Context, params, batch: Batch, key, k: int, cost_fn):
         cost = jnp.where(p_PxY > 0, cost_fn(jnp.broadcast_to(x_P[:, None], p_PxY.shape), y_PxY, t_PxY), 0.0)
         value = _weighted(jnp.sum(p_PxY * cost, -1), w_P)
         return value, value
-    y_PxK = ctx.policy.sample(sg(params), key, x_P, k)
-    x_PxK = jnp.broadcast_to(x_P[:, None], y_PxK.shape)
-    logp = ctx.policy.log_probs(params, x_PxK.reshape(-1), y_PxK.reshape(-1)).reshape(y_PxK.shape)
-    ref = sg(ctx.policy.log_probs(ctx.ref_params, x_PxK.reshape(-1), y_PxK.reshape(-1)).reshape(y_PxK.shape))
-    cost = sg(cost_fn(x_PxK, y_PxK, logp - ref))
-    return _weighted(losses.rloo(logp, cost), w_P), _weighted(cost.mean(-1), w_P)
+    y_PxK = ctx.policy.sample(sg(params), key, x_P, k)  # (P, k, ...): indices or token arrays
+    x_flat = jnp.repeat(x_P, k, axis=0)
+    y_flat = y_PxK.reshape((-1, *y_PxK.shape[2:]))
+    logp = ctx.policy.log_probs(params, x_flat, y_flat)
+    t = logp - sg(ctx.policy.log_probs(ctx.ref_params, x_flat, y_flat))
+    cost = sg(cost_fn(x_flat, y_flat, t)).reshape(-1, k)
+    return _weighted(losses.rloo(logp.reshape(-1, k), cost), w_P), _weighted(cost.mean(-1), w_P)
 
 
 def _kl_cost(x, y, t):
@@ -263,7 +264,8 @@ def _make_online_dpo(alg: Algorithm, ctx: Context, hp):
         k_pair, k_label = jax.random.split(key)
         y_Px2 = ctx.policy.sample(sg(params), k_pair, x_P, 2)
         y, y2 = y_Px2[:, 0], y_Px2[:, 1]
-        first_wins = jax.random.uniform(k_label, y.shape) < pref(x_P, y, y2)
+        first_wins = jax.random.uniform(k_label, x_P.shape[:1]) < pref(x_P, y, y2)
+        first_wins = first_wins.reshape(first_wins.shape + (1,) * (y.ndim - 1))
         y_w, y_l = jnp.where(first_wins, y, y2), jnp.where(first_wins, y2, y)
         return _weighted(losses.dpo(*pair_logps(ctx, params, x_P, y_w, y_l), hp["beta"]), w_P)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,17 @@ from coverage_lab.policies import bounded_reward_model, default_policy
 from coverage_lab.train import fit
 
 
-def simulate(
+class Run(NamedTuple):
+    """Raw output of :func:`run`: ``logs`` of ``fit`` stacked over seeds (``logs["eval"]`` holds the policy's
+    log-probability tables, (S, L, X, Y)), the offline ``data`` of each seed, the seed ids and their keys."""
+
+    logs: dict
+    data: D.Batch
+    seed_ids: list
+    keys: jax.Array
+
+
+def run(
     env: TabularBandit | LinearBandit,
     algorithm: A.Algorithm,
     *,
@@ -43,32 +54,8 @@ def simulate(
     batch_size: int = 64,
     learning_rate: float = 0.05,
     reward_steps: int | None = None,
-    beta: float | None = None,
-    metrics: Sequence[str] | None = None,
-    kl_samples: int = 64,
-) -> pd.DataFrame:
-    """Train ``algorithm`` on offline data from ``mu`` in ``env`` and return its metrics over training.
-
-    Args:
-      env: a ``TabularBandit`` (tabular softmax policy) or ``LinearBandit`` (log-linear policy).
-      algorithm: from ``coverage_lab.algorithms`` (``dpo``, ``ipo``, ``rlhf``, ``hypo``, ``online_dpo``).
-      mu: offline response distribution ``mu_XxY``; pairs are ``mu ⊗ mu`` unless ``pair_XxYxY`` is given.
-      n_pairs: number of labelled offline pairs; ``None`` is the exact population version (full batch,
-        enumerated on-policy expectations).
-      steps: optimizer steps (Adam, ``learning_rate``); ``reward_steps`` for the reward model (default ``steps``).
-      seeds: a number of seeds ``0..n-1`` or the seed ids; seed ``i`` runs on ``fold_in(key, i)``.
-      key: a JAX PRNG key.
-      log_every: steps between log points (default ``steps // 20``); must divide ``steps``.
-      temperature, deterministic: Bradley–Terry labels (``bandits.preference_table``).
-      batch_size: minibatch of offline pairs (sampled version).
-      beta: the ``beta`` of ``J`` in ``value`` and ``suboptimality`` (default: the algorithm's ``beta``, else ``tau``).
-      metrics: the metric names to keep (default all of ``metrics.NAMES``).
-      kl_samples: samples per prompt for the ``kl_k1``/``kl_k3`` estimates.
-
-    Returns:
-      A tidy DataFrame: ``algorithm``, ``seed``, ``step``, ``metric``, ``value``, ``n_pairs`` (NaN when exact) and
-      one column per hyper-parameter of the algorithm.
-    """
+) -> Run:
+    """The compiled run behind :func:`simulate`, returning raw arrays (arguments as there)."""
     if not isinstance(env, (TabularBandit, LinearBandit)):
         raise ValueError(f"env must be a TabularBandit or LinearBandit, got {type(env).__name__}")
     if not isinstance(algorithm, A.Algorithm):
@@ -93,12 +80,6 @@ def simulate(
     seed_ids = list(range(V.integer("seeds", seeds, minimum=1))) if isinstance(seeds, int) else list(seeds)
     if not seed_ids or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seed_ids):
         raise ValueError(f"seeds must be a positive count or a list of non-negative ids, got {seeds!r}")
-    names = M.NAMES if metrics is None else tuple(metrics)
-    unknown = sorted(set(names) - set(M.NAMES))
-    if unknown:
-        raise ValueError(f"metrics has unknown names {unknown}; known: {list(M.NAMES)}")
-    beta = V.positive("beta", beta if beta is not None else algorithm.hparams.get("beta", algorithm.hparams.get("tau")))
-
     if pair_XxYxY is None:
         pair = pair_table(mu)
     else:
@@ -108,7 +89,7 @@ def simulate(
             raise ValueError("pair_XxYxY shows responses that mu gives no mass: pass the mu it was built from")
     pref = preference_table(env.reward_XxY, temperature=temperature, deterministic=deterministic)
     exact_data = None
-    if n_pairs is None:
+    if n_pairs is None:  # padded to a power of two so coverage sweeps share compiled programs
         exact_data = D.exact_batch(env.rho_X, pair, pref)
         exact_data = D.exact_batch(env.rho_X, pair, pref, size=1 << (exact_data.size - 1).bit_length())
     keys = jnp.stack([jax.random.fold_in(key, s) for s in seed_ids])
@@ -128,7 +109,52 @@ def simulate(
         batch_size=batch_size,
         learning_rate=float(learning_rate),
     )
-    return _tidy(logs, data, env, mu, beta, algorithm, seed_ids, keys, n_pairs, names, kl_samples)
+    return Run(logs, data, seed_ids, keys)
+
+
+def simulate(
+    env: TabularBandit | LinearBandit,
+    algorithm: A.Algorithm,
+    *,
+    mu,
+    n_pairs: int | None,
+    steps: int,
+    seeds: int | Sequence[int],
+    key: jax.Array,
+    beta: float | None = None,
+    metrics: Sequence[str] | None = None,
+    kl_samples: int = 64,
+    **options,
+) -> pd.DataFrame:
+    """Train ``algorithm`` on offline data from ``mu`` in ``env`` and return its metrics over training.
+
+    Args:
+      env: a ``TabularBandit`` (tabular softmax policy) or ``LinearBandit`` (log-linear policy).
+      algorithm: from ``coverage_lab.algorithms`` (``dpo``, ``ipo``, ``rlhf``, ``hypo``, ``online_dpo``).
+      mu: offline response distribution ``mu_XxY``; pairs are ``mu ⊗ mu`` unless ``pair_XxYxY`` is given.
+      n_pairs: number of labelled offline pairs; ``None`` is the exact population version (full batch,
+        enumerated on-policy expectations).
+      steps: optimizer steps (Adam, ``learning_rate``); ``reward_steps`` for the reward model (default ``steps``).
+      seeds: a number of seeds ``0..n-1`` or the seed ids; seed ``i`` runs on ``fold_in(key, i)``.
+      key: a JAX PRNG key.
+      options: ``log_every`` (steps between log points, default ``steps // 20``), ``pair_XxYxY``, ``temperature``/``deterministic`` (Bradley–Terry labels),
+        ``batch_size`` (minibatch of offline pairs), ``learning_rate``, ``reward_steps``: see :func:`run`.
+      beta: the ``beta`` of ``J`` in ``value`` and ``suboptimality`` (default: the algorithm's ``beta``, else ``tau``).
+      metrics: the metric names to keep (default all of ``metrics.NAMES``).
+      kl_samples: samples per prompt for the ``kl_k1``/``kl_k3`` estimates.
+
+    Returns:
+      A tidy DataFrame: ``algorithm``, ``seed``, ``step``, ``metric``, ``value``, ``n_pairs`` (NaN when exact) and
+      one column per hyper-parameter of the algorithm.
+    """
+    names = M.NAMES if metrics is None else tuple(metrics)
+    unknown = sorted(set(names) - set(M.NAMES))
+    if unknown:
+        raise ValueError(f"metrics has unknown names {unknown}; known: {list(M.NAMES)}")
+    beta = V.positive("beta", beta if beta is not None else algorithm.hparams.get("beta", algorithm.hparams.get("tau")))
+    V.integer("kl_samples", kl_samples, minimum=1)
+    r = run(env, algorithm, mu=mu, n_pairs=n_pairs, steps=steps, seeds=seeds, key=key, **options)
+    return _tidy(r, env, np.asarray(mu, np.float64), beta, algorithm, n_pairs, names, kl_samples)
 
 
 def _run_one(
@@ -192,7 +218,8 @@ def _run(keys, env, exact_data, pair, pref, hp, **static):
     return jax.vmap(run, in_axes=(0, None, None, None, None, None))(keys, env, exact_data, pair, pref, hp)
 
 
-def _tidy(logs, data, env, mu, beta, algorithm, seed_ids, keys, n_pairs, names, kl_samples) -> pd.DataFrame:
+def _tidy(r: Run, env, mu, beta, algorithm, n_pairs, names, kl_samples) -> pd.DataFrame:
+    logs, data, seed_ids, keys = r
     steps = np.asarray(logs["step"])[0]
     frames = []
     for i, seed in enumerate(seed_ids):

@@ -1,0 +1,73 @@
+"""House style and figure helpers that draw from tidy DataFrames. Never imports JAX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+COLORS = {
+    "dpo": "#d62728",
+    "ipo": "#ff7f0e",
+    "rlhf": "#1f77b4",
+    "hypo": "#2ca02c",
+    "online_dpo": "#9467bd",
+    "reference": "#7f7f7f",
+}
+
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "legend.frameon": False,
+        "font.size": 9,
+    }
+)
+
+
+def color(name: str) -> str:
+    return COLORS.get(name, "#333333")
+
+
+def figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.6, height: float = 2.8, **kw):
+    """A figure of ``nrows x ncols`` panels in the house size; returns ``(fig, axes as a flat array)``."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+    return fig, axes.ravel()
+
+
+def band(ax, df: pd.DataFrame, *, x: str = "step", by: str = "algorithm", label_fmt: str = "{}", **kw):
+    """Median over seeds as a line with a min–max band, one line per value of ``by`` (a tidy frame of one metric)."""
+    for name, g in df.groupby(by, sort=False):
+        stats = g.groupby(x)["value"].agg(["median", "min", "max"])
+        c = kw.get("color") or color(str(name))
+        ax.plot(stats.index, stats["median"], color=c, label=label_fmt.format(name), lw=1.6)
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=c, alpha=0.2, lw=0)
+    return ax
+
+
+def loglog_fit(n, err) -> tuple[float, float, float]:
+    """Least-squares slope of ``log err`` on ``log n`` with a 95% interval: ``(slope, lo, hi)``."""
+    from scipy import stats
+
+    n, err = np.asarray(n, float), np.asarray(err, float)
+    ok = (n > 0) & (err > 0) & np.isfinite(err)
+    res = stats.linregress(np.log(n[ok]), np.log(err[ok]))
+    t = stats.t.ppf(0.975, max(ok.sum() - 2, 1))
+    return res.slope, res.slope - t * res.stderr, res.slope + t * res.stderr
+
+
+def save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
