@@ -7,7 +7,7 @@ Understanding Preference Fine-tuning via Coverage. arXiv:2406.01462.
 
 from coverage_lab import algorithms, bandits, coverage, data, exact, losses, metrics, policies, train
 from coverage_lab.bandits import LinearBandit, TabularBandit
-from coverage_lab.simulate import run, simulate
+from coverage_lab.simulation import run, simulate
 
 __all__ = [
     "LinearBandit",

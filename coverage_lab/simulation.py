@@ -137,8 +137,9 @@ def simulate(
       steps: optimizer steps (Adam, ``learning_rate``); ``reward_steps`` for the reward model (default ``steps``).
       seeds: a number of seeds ``0..n-1`` or the seed ids; seed ``i`` runs on ``fold_in(key, i)``.
       key: a JAX PRNG key.
-      options: ``log_every`` (steps between log points, default ``steps // 20``), ``pair_XxYxY``, ``temperature``/``deterministic`` (Bradley–Terry labels),
-        ``batch_size`` (minibatch of offline pairs), ``learning_rate``, ``reward_steps``: see :func:`run`.
+      options: ``log_every`` (steps between log points, default ``steps // 20``), ``pair_XxYxY``,
+        ``temperature``/``deterministic`` (Bradley–Terry labels), ``batch_size`` (minibatch of offline pairs),
+        ``learning_rate``, ``reward_steps``: see :func:`run`.
       beta: the ``beta`` of ``J`` in ``value`` and ``suboptimality`` (default: the algorithm's ``beta``, else ``tau``).
       metrics: the metric names to keep (default all of ``metrics.NAMES``).
       kl_samples: samples per prompt for the ``kl_k1``/``kl_k3`` estimates.
