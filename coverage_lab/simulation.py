@@ -54,6 +54,7 @@ def run(
     batch_size: int = 64,
     learning_rate: float = 0.05,
     reward_steps: int | None = None,
+    optimizer: optax.GradientTransformation | None = None,
 ) -> Run:
     """The compiled run behind :func:`simulate`, returning raw arrays (arguments as there)."""
     if not isinstance(env, (TabularBandit, LinearBandit)):
@@ -75,6 +76,8 @@ def run(
     reward_steps = steps if reward_steps is None else V.integer("reward_steps", reward_steps, minimum=1)
     batch_size = V.integer("batch_size", batch_size, minimum=1)
     V.positive("learning_rate", learning_rate)
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
     if algorithm.k and algorithm.k < 2:
         raise ValueError(f"k must be >= 2 for the RLOO estimate, got {algorithm.k}")
     seed_ids = list(range(V.integer("seeds", seeds, minimum=1))) if isinstance(seeds, int) else list(seeds)
@@ -108,6 +111,7 @@ def run(
         log_every=log_every,
         batch_size=batch_size,
         learning_rate=float(learning_rate),
+        optimizer=optimizer,
     )
     return Run(logs, data, seed_ids, keys)
 
@@ -139,7 +143,8 @@ def simulate(
       key: a JAX PRNG key.
       options: ``log_every`` (steps between log points, default ``steps // 20``), ``pair_XxYxY``,
         ``temperature``/``deterministic`` (Bradley–Terry labels), ``batch_size`` (minibatch of offline pairs),
-        ``learning_rate``, ``reward_steps``: see :func:`run`.
+        ``learning_rate`` (of the default optimizer, Adam with cosine decay), ``reward_steps``, ``optimizer``
+        (any optax transformation instead): see :func:`run`.
       beta: the ``beta`` of ``J`` in ``value`` and ``suboptimality`` (default: the algorithm's ``beta``, else ``tau``).
       metrics: the metric names to keep (default all of ``metrics.NAMES``).
       kl_samples: samples per prompt for the ``kl_k1``/``kl_k3`` estimates.
@@ -158,6 +163,13 @@ def simulate(
     return _tidy(r, env, np.asarray(mu, np.float64), beta, algorithm, n_pairs, names, kl_samples)
 
 
+def _adam(learning_rate: float, steps: int) -> optax.GradientTransformation:
+    """The default optimizer: Adam with a cosine decay of the step size to zero, so that both the exact and
+    the sampled (noisy-gradient) versions converge. Constant-step Adam oscillates around an exact optimum once
+    the gradients are tiny (measured: TV error 5e-8 after 1k steps, 3e-4 after 10k)."""
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
+
+
 def _run_one(
     key,
     env,
@@ -173,6 +185,7 @@ def _run_one(
     log_every,
     batch_size,
     learning_rate,
+    optimizer,
 ):
     policy = default_policy(env)
     ref_params = policy.init(key)
@@ -180,7 +193,6 @@ def _run_one(
     exact = n_pairs is None
     data = exact_data if exact else D._sample_pairs(k_data, env.rho_X, pair, pref, n_pairs)
     bs = None if exact else min(batch_size, n_pairs)
-    optimizer = optax.adam(learning_rate)
     reward_fn = None
     if algorithm.reward_model:
         rm = bounded_reward_model(env, hp["r_max"])
@@ -190,7 +202,7 @@ def _run_one(
             data,
             k_rm,
             steps=reward_steps,
-            optimizer=optimizer,
+            optimizer=optimizer or _adam(learning_rate, reward_steps),
             batch_size=bs,
         )
         reward_fn = functools.partial(rm.rewards, rm_params)
@@ -202,7 +214,7 @@ def _run_one(
         data,
         k_fit,
         steps=steps,
-        optimizer=optimizer,
+        optimizer=optimizer or _adam(learning_rate, steps),
         batch_size=bs,
         log_every=log_every,
         evaluate=lambda p: policy.table(algorithm.policy_params(p)),
@@ -210,7 +222,7 @@ def _run_one(
     return logs, data
 
 
-_STATIC = ("algorithm", "n_pairs", "steps", "reward_steps", "log_every", "batch_size", "learning_rate")
+_STATIC = ("algorithm", "n_pairs", "steps", "reward_steps", "log_every", "batch_size", "learning_rate", "optimizer")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
