@@ -118,17 +118,21 @@ def _sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n):
     return Batch(x, y_w, y_l, w, mu[x, y_w].astype(jnp.float32), mu[x, y_l].astype(jnp.float32), x, w)
 
 
-def minibatch(data: Batch, key, step, batch_size: int) -> Batch:
-    """The minibatch of ``data`` used at ``step``: epochs of a fresh permutation (by ``fold_in(key, epoch)``),
-    cut into ``batch_size`` slices (a final partial slice is dropped). ``batch_size >= data.size`` returns
-    ``data`` itself (the exact, full-batch case)."""
-    n = data.size
-    if batch_size >= n:
-        return data
+def minibatch_indices(key, n: int, batch_size: int, steps: int) -> jax.Array:
+    """Row indices of the minibatch at each step, shape (steps, batch_size): epochs of a fresh permutation
+    (``fold_in(key, epoch)``) cut into ``n // batch_size`` slices (a final partial slice is dropped).
+
+    All permutations are drawn once, up front: drawing one per step costs a sort per step and dominated the
+    vmapped sampled runs (measured 1.4 s of 2.3 s for 64 seeds × 500 steps).
+    """
     per_epoch = n // batch_size
-    epoch, i = step // per_epoch, step % per_epoch
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-    idx = jax.lax.dynamic_slice_in_dim(perm, i * batch_size, batch_size)
-    pairs = [v[idx] for v in data[:6]]
+    n_epochs = -(-steps // per_epoch)
+    perms = jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(key, e), n))(jnp.arange(n_epochs))
+    return perms[:, : per_epoch * batch_size].reshape(n_epochs * per_epoch, batch_size)[:steps]
+
+
+def take(data: Batch, idx_B) -> Batch:
+    """The pairs at rows ``idx_B`` as a batch of their own (weights renormalised; prompts = the pairs' prompts)."""
+    pairs = [v[idx_B] for v in data[:6]]
     pairs[3] = pairs[3] / pairs[3].sum()
     return Batch(*pairs, pairs[0], pairs[3])

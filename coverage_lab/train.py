@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from coverage_lab import _validate as V
-from coverage_lab.data import Batch, minibatch
+from coverage_lab.data import Batch, minibatch_indices, take
 
 Objective = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]]
 
@@ -54,11 +54,15 @@ def fit(
     batch_size = data.size if batch_size is None else V.integer("batch_size", batch_size, minimum=1)
     k_data, k_obj = jax.random.split(key)
     grad_fn = jax.value_and_grad(objective, has_aux=True)
+    full = batch_size >= data.size
+    idx = None if full else minibatch_indices(k_data, data.size, batch_size, steps)
+
+    def batch_at(t):
+        return data if full else take(data, idx[t])
 
     def step(carry, t):
         params, opt_state = carry
-        batch = minibatch(data, k_data, t, batch_size)
-        (_, metrics), grads = grad_fn(params, batch, jax.random.fold_in(k_obj, t))
+        (_, metrics), grads = grad_fn(params, batch_at(t), jax.random.fold_in(k_obj, t))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), metrics
 
@@ -76,7 +80,7 @@ def fit(
         carry, metrics = jax.lax.scan(step, carry, i * log_every + jnp.arange(log_every))
         return carry, (jax.tree.map(lambda m: m.mean(0), metrics), evaluate(carry[0]))
 
-    first_metrics = objective(params, minibatch(data, k_data, 0, batch_size), jax.random.fold_in(k_obj, 0))[1]
+    first_metrics = objective(params, batch_at(0), jax.random.fold_in(k_obj, 0))[1]
     first_eval = evaluate(params)
     (params, _), (metrics, evals) = jax.lax.scan(interval, carry, jnp.arange(steps // log_every))
     stack = lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b])  # noqa: E731

@@ -70,10 +70,12 @@ def test_minibatches_cover_each_epoch_once():
     d = data.sample_pairs(
         jax.random.key(0), env.rho_X, coverage.pair_table(env.pi_ref_XxY), bandits.preference_table(env.reward_XxY), 12
     )
-    tagged = d._replace(mu_w_B=jnp.arange(12, dtype=jnp.float32))  # tag rows to follow them
-    epoch = [np.asarray(data.minibatch(tagged, jax.random.key(1), t, 4).mu_w_B) for t in range(3)]
-    assert sorted(np.concatenate(epoch).tolist()) == list(range(12))
-    nxt = np.asarray(data.minibatch(tagged, jax.random.key(1), 3, 4).mu_w_B)
-    assert not np.array_equal(nxt, epoch[0])  # a fresh permutation next epoch
-    np.testing.assert_allclose(float(data.minibatch(tagged, jax.random.key(1), 0, 4).weight_B.sum()), 1.0)
-    assert data.minibatch(d, jax.random.key(1), 0, 64) is d
+    idx = np.asarray(data.minibatch_indices(jax.random.key(1), 12, 4, 7))
+    assert idx.shape == (7, 4)
+    assert sorted(idx[:3].ravel().tolist()) == list(range(12))  # each epoch sees every pair once
+    assert sorted(idx[3:6].ravel().tolist()) == list(range(12))
+    assert not np.array_equal(idx[:3], idx[3:6])  # a fresh permutation next epoch
+    b = data.take(d, jnp.asarray(idx[0]))
+    np.testing.assert_array_equal(b.x_B, np.asarray(d.x_B)[idx[0]])
+    np.testing.assert_allclose(float(b.weight_B.sum()), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(b.prompt_x_P, b.x_B)
