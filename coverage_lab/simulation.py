@@ -95,10 +95,10 @@ def run(
     if n_pairs is None:  # padded to a power of two so coverage sweeps share compiled programs
         exact_data = D.exact_batch(env.rho_X, pair, pref)
         exact_data = D.exact_batch(env.rho_X, pair, pref, size=1 << (exact_data.size - 1).bit_length())
-    keys = jnp.stack([jax.random.fold_in(key, s) for s in seed_ids])
+    keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.asarray(seed_ids, jnp.uint32))
     hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
     logs, data = _run(
-        keys,
+        shard_seeds(keys),
         env,
         exact_data,
         jnp.asarray(pair, jnp.float32),
@@ -113,7 +113,24 @@ def run(
         learning_rate=float(learning_rate),
         optimizer=optimizer,
     )
+    logs, data = jax.tree.map(lambda a: a[: len(seed_ids)], (logs, data))  # drop the padding seeds
     return Run(logs, data, seed_ids, keys)
+
+
+def shard_seeds(keys: jax.Array) -> jax.Array:
+    """Spread the seed axis over every visible device (``jax.sharding``); the compiled run follows the sharding.
+
+    With ``n`` devices the seeds are padded to a multiple of ``n`` with copies of the first ones (the caller
+    drops their results). One device: the keys unchanged. On a CPU,
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` (set before JAX starts) gives two devices.
+    """
+    devices = jax.devices()
+    if len(devices) == 1:
+        return keys
+    pad = (-keys.shape[0]) % len(devices)
+    keys = jnp.concatenate([keys, keys[:pad]]) if pad else keys
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
+    return jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
 
 
 def simulate(
