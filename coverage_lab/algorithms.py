@@ -65,14 +65,36 @@ class Algorithm:
     options: tuple = ()
 
     def init(self, policy_params):
-        """Training parameters from policy parameters (the constrained HyPO adds its multiplier)."""
-        if dict(self.options).get("constrained"):
-            return {"policy": policy_params, "log_lam": jnp.log(jnp.float32(self.hparams["lam"]))}
-        return policy_params
+        """Training parameters: the policy's, plus the state some algorithms carry (:class:`Augmented`)."""
+        opts = dict(self.options)
+        if not (opts.get("constrained") or opts.get("ppo_clip")):
+            return policy_params
+        log_lam = jnp.log(jnp.float32(self.hparams["lam"])) if opts.get("constrained") else None
+        return Augmented(policy_params, log_lam, policy_params if opts.get("ppo_clip") else None)
 
     def policy_params(self, params):
         """The policy's parameters inside the training parameters."""
-        return params["policy"] if dict(self.options).get("constrained") else params
+        return params.policy if isinstance(params, Augmented) else params
+
+    def project(self, params, step):
+        """Applied after the optimizer update of ``step``: PPO refreshes its behaviour policy every
+        ``refresh_every`` steps; every other algorithm leaves ``params`` alone."""
+        every = dict(self.options).get("refresh_every")
+        if not every:
+            return params
+        fresh = (step + 1) % every == 0
+        behaviour = jax.tree.map(lambda p, b: jnp.where(fresh, p, b), params.policy, params.behaviour)
+        return params._replace(behaviour=behaviour)
+
+
+class Augmented(NamedTuple):
+    """Training parameters of algorithms with state beyond the policy: the constrained HyPO's multiplier
+    ``log_lam`` (dual ascent) and PPO's ``behaviour`` policy (the sampler, refreshed by ``Algorithm.project``;
+    its gradient is zero, so the optimizer leaves it unchanged)."""
+
+    policy: Any
+    log_lam: Any = None
+    behaviour: Any = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -89,12 +111,14 @@ def pair_logps(ctx: Context, params, x_B, y_w_B, y_l_B):
     return (lp(params, x_B, y_w_B), lp(params, x_B, y_l_B), sg(lp(ref, x_B, y_w_B)), sg(lp(ref, x_B, y_l_B)))
 
 
-def on_policy(ctx: Context, params, batch: Batch, key, k: int, cost_fn):
+def on_policy(ctx: Context, params, batch: Batch, key, k: int, cost_fn, *, behaviour=None, clip=None):
     """A surrogate whose gradient is ``grad E_x E_{y~pi} [cost]``, and the value of that expectation.
 
     ``cost_fn(x, y, t)`` gives the per-sample cost, ``t = log pi - log pi_ref`` (the KL integrand).
     Exact (``ctx.exact``): the expectation enumerated over every response, differentiated directly.
-    Sampled: RLOO with ``k`` samples per prompt and the cost as a stop-gradient reward (SPEC §3).
+    Sampled: ``k`` samples per prompt with the cost as a stop-gradient reward and a leave-one-out baseline:
+    RLOO (SPEC §3), or, with ``clip``, PPO's clipped surrogate on samples from the ``behaviour`` parameters
+    (then ``t`` is the behaviour policy's, as when the rewards were computed at rollout time).
     """
     x_P, w_P = batch.prompt_x_P, batch.prompt_w_P
     if ctx.exact:
@@ -106,13 +130,20 @@ def on_policy(ctx: Context, params, batch: Batch, key, k: int, cost_fn):
         cost = jnp.where(p_PxY > 0, cost_fn(jnp.broadcast_to(x_P[:, None], p_PxY.shape), y_PxY, t_PxY), 0.0)
         value = _weighted(jnp.sum(p_PxY * cost, -1), w_P)
         return value, value
-    y_PxK = ctx.policy.sample(sg(params), key, x_P, k)  # (P, k, ...): indices or token arrays
+    sampler = sg(params if behaviour is None else behaviour)
+    y_PxK = ctx.policy.sample(sampler, key, x_P, k)  # (P, k, ...): indices or token arrays
     x_flat = jnp.repeat(x_P, k, axis=0)
     y_flat = y_PxK.reshape((-1, *y_PxK.shape[2:]))
-    logp = ctx.policy.log_probs(params, x_flat, y_flat)
-    t = logp - sg(ctx.policy.log_probs(ctx.ref_params, x_flat, y_flat))
-    cost = sg(cost_fn(x_flat, y_flat, t)).reshape(-1, k)
-    return _weighted(losses.rloo(logp.reshape(-1, k), cost), w_P), _weighted(cost.mean(-1), w_P)
+    logp = ctx.policy.log_probs(params, x_flat, y_flat).reshape(-1, k)
+    sampler_logp = sg(ctx.policy.log_probs(sampler, x_flat, y_flat)).reshape(-1, k)
+    ref = sg(ctx.policy.log_probs(ctx.ref_params, x_flat, y_flat)).reshape(-1, k)
+    t = sampler_logp - ref if clip is not None else logp - ref
+    cost = sg(cost_fn(x_flat, y_flat, t.reshape(-1))).reshape(-1, k)
+    if clip is None:
+        surrogate = losses.rloo(logp, cost)
+    else:
+        surrogate = losses.ppo_clip(logp, sampler_logp, -losses.loo_advantage(cost), clip)  # reward = -cost
+    return _weighted(surrogate, w_P), _weighted(cost.mean(-1), w_P)
 
 
 def _kl_cost(x, y, t):
@@ -169,26 +200,43 @@ def reward_model_objective(rewards: Callable):
 
 
 def _make_rlhf(alg: Algorithm, ctx: Context, hp):
+    ppo = "ppo_clip" in hp
+
     def cost(x, y, t):
         return -(ctx.reward_fn(x, y) - hp["beta"] * t)
 
     def objective(params, batch: Batch, key):
-        surrogate, expected_cost = on_policy(ctx, params, batch, key, alg.k, cost)
+        policy = alg.policy_params(params)
+        behaviour, clip = (params.behaviour, hp["ppo_clip"]) if ppo else (None, None)
+        surrogate, expected_cost = on_policy(ctx, policy, batch, key, alg.k, cost, behaviour=behaviour, clip=clip)
         return surrogate, {"loss": expected_cost}
 
     return objective
 
 
-def rlhf(beta: float = 0.1, r_max: float = 1.0, k: int = 4) -> Algorithm:
+def rlhf(
+    beta: float = 0.1, r_max: float = 1.0, k: int = 4, ppo_clip: float | None = None, refresh_every: int = 4
+) -> Algorithm:
     """Online RLHF: fit ``r_hat in [0, r_max]`` by Bradley–Terry MLE on the offline pairs, then maximise
     ``E_pi[r_hat] - beta KL(pi || pi_ref)`` on policy (exact: enumerated, which converges to the closed form
     ``pi ∝ pi_ref exp(r_hat / beta)``; sampled: RLOO with ``k`` samples per prompt on the stop-gradient reward
     ``r_hat - beta (log pi - log pi_ref)``, the sequence-level KL in the reward). ``loss`` is ``-E_pi[r_hat - beta t]``.
+
+    With ``ppo_clip`` (e.g. 0.2): PPO's clipped surrogate instead, on samples from a behaviour policy that is
+    refreshed to the current one every ``refresh_every`` steps (so the importance ratios move away from 1 and
+    the clipping acts); advantages are still leave-one-out over the ``k`` samples, no critic.
     """
     V.positive("beta", beta)
     V.positive("r_max", r_max)
     k = V.integer("k", k, minimum=2)
-    return Algorithm("rlhf", _make_rlhf, {"beta": beta, "r_max": r_max}, k=k, reward_model=True)
+    hp = {"beta": beta, "r_max": r_max}
+    if ppo_clip is None:
+        return Algorithm("rlhf", _make_rlhf, hp, k=k, reward_model=True)
+    hp["ppo_clip"] = V.positive("ppo_clip", ppo_clip)
+    every = V.integer("refresh_every", refresh_every, minimum=1)
+    return Algorithm(
+        "rlhf", _make_rlhf, hp, k=k, reward_model=True, options=(("ppo_clip", True), ("refresh_every", every))
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,7 +254,7 @@ def _make_hypo(alg: Algorithm, ctx: Context, hp):
         if not constrained:
             return loss + hp["lam"] * kl_surrogate, {**metrics, "kl_penalty": kl}
         # Lagrangian min_pi max_{lam >= 0} DPO + lam (KL - budget): descent on pi, ascent on log lam.
-        lam = jnp.exp(params["log_lam"])
+        lam = jnp.exp(params.log_lam)
         lagrangian = loss + sg(lam) * kl_surrogate - lam * sg(kl - hp["kl_budget"])
         return lagrangian, {**metrics, "kl_penalty": kl, "lam": lam}
 

@@ -81,6 +81,15 @@ def kl_k3(logp_B, ref_logp_B):
     return jnp.expm1(-t) + t
 
 
+def loo_advantage(reward_BxK):
+    """Leave-one-out advantages ``a_j - mean_{m != j} a_m`` over the last axis (``k >= 2``), stop-gradient."""
+    a = jax.lax.stop_gradient(jnp.asarray(reward_BxK))
+    if a.ndim < 1 or a.shape[-1] < 2:
+        raise ValueError(f"reward_BxK needs k >= 2 samples on its last axis, got shape {a.shape}")
+    k = a.shape[-1]
+    return a - (a.sum(-1, keepdims=True) - a) / (k - 1)
+
+
 def rloo(logp_BxK, reward_BxK):
     """REINFORCE surrogate with a leave-one-out baseline (RLOO), per prompt, shape (B,).
 
@@ -93,7 +102,20 @@ def rloo(logp_BxK, reward_BxK):
     lp, a = _same_shape(logp_BxK=logp_BxK, reward_BxK=reward_BxK)
     if lp.ndim < 1 or lp.shape[-1] < 2:
         raise ValueError(f"logp_BxK needs k >= 2 samples on its last axis, got shape {lp.shape}")
-    k = lp.shape[-1]
-    a = jax.lax.stop_gradient(a)
-    baseline = (a.sum(-1, keepdims=True) - a) / (k - 1)
-    return ((a - baseline) * lp).mean(-1)
+    return (loo_advantage(a) * lp).mean(-1)
+
+
+def ppo_clip(logp_BxK, behaviour_logp_BxK, advantage_BxK, clip):
+    """PPO's clipped surrogate, negated to be minimised, per prompt, shape (B,).
+
+    ``-(1/k) sum_j min(rho_j A_j, clip(rho_j, 1 - clip, 1 + clip) A_j)`` with the importance ratio
+    ``rho_j = pi(y_j) / pi_behaviour(y_j)`` of samples ``y_j ~ pi_behaviour``. At ``pi = pi_behaviour`` its
+    gradient is ``-(1/k) sum_j A_j grad log pi(y_j)`` (REINFORCE). ``clip > 0``.
+
+    References: Schulman et al. Proximal Policy Optimization Algorithms. arXiv:1707.06347.
+    """
+    V.positive("clip", clip)
+    lp, blp, adv = _same_shape(logp_BxK=logp_BxK, behaviour_logp_BxK=behaviour_logp_BxK, advantage_BxK=advantage_BxK)
+    ratio = jnp.exp(lp - jax.lax.stop_gradient(blp))
+    adv = jax.lax.stop_gradient(adv)
+    return -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip, 1 + clip) * adv).mean(-1)

@@ -235,6 +235,7 @@ def _run_one(
         batch_size=bs,
         log_every=log_every,
         evaluate=lambda p: policy.table(algorithm.policy_params(p)),
+        project=algorithm.project,
     )
     return logs, data
 

@@ -31,6 +31,7 @@ def fit(
     batch_size: int | None = None,
     log_every: int | None = None,
     evaluate: Callable[[Any], Any] | None = None,
+    project: Callable[[Any, jax.Array], Any] | None = None,
 ):
     """Minimise ``objective(params, batch, key)`` for ``steps`` optimizer steps.
 
@@ -43,6 +44,7 @@ def fit(
       steps: number of optimizer steps; a multiple of ``log_every`` when logging.
       log_every: log every ``log_every`` steps (and once before the first step).
       evaluate: ``evaluate(params) -> pytree`` recorded at each log point (default: nothing).
+      project: ``project(params, step) -> params`` applied after each update (e.g. ``Algorithm.project``).
 
     Returns:
       ``(params, logs)``: final parameters and, with ``log_every``, a dict with ``step`` (L,),
@@ -64,7 +66,8 @@ def fit(
         params, opt_state = carry
         (_, metrics), grads = grad_fn(params, batch_at(t), jax.random.fold_in(k_obj, t))
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), metrics
+        params = optax.apply_updates(params, updates)
+        return (params if project is None else project(params, t), opt_state), metrics
 
     carry = (params, optimizer.init(params))
     if log_every is None:

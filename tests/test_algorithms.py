@@ -133,3 +133,21 @@ def test_simulate_returns_a_tidy_table():
     assert set(df.metric) == set(metrics.NAMES)
     assert len(df) == 2 * 3 * len(metrics.NAMES) and set(df.step) == {0, 10, 20}
     assert df["value"].notna().all()
+
+
+def test_rlhf_with_ppo_clip_has_the_rloo_gradient_on_policy_and_converges_like_it():
+    env, mu, batch, pol, ctx = setup()
+    rm_table = jnp.asarray([[0.9, 0.1, 0.5]])
+    ctx = ctx._replace(exact=False, reward_fn=lambda x, y: rm_table[x, y])
+    sampled = batch._replace(prompt_x_P=jnp.zeros(64, jnp.int32), prompt_w_P=jnp.full(64, 1 / 64, jnp.float32))
+    logits = ctx.ref_params + jnp.asarray([[0.2, -0.1, 0.3]])
+    plain, ppo = A.rlhf(0.5, k=4), A.rlhf(0.5, k=4, ppo_clip=0.2, refresh_every=3)
+    g_plain = jax.grad(lambda p: objective(plain, ctx)(p, sampled, jax.random.key(3))[0])(logits)
+    g_ppo = jax.grad(lambda p: objective(ppo, ctx)(ppo.init(p), sampled, jax.random.key(3))[0].sum())(logits)
+    np.testing.assert_allclose(g_ppo, g_plain, rtol=1e-5, atol=1e-7)
+    kls = []
+    for alg in (plain, ppo):
+        df = cl.simulate(env, alg, mu=mu, n_pairs=64, steps=600, seeds=2, key=jax.random.key(0), metrics=["kl"])
+        kls.append(df[df.step == 600]["value"].to_numpy())
+    np.testing.assert_allclose(kls[1], kls[0], rtol=0.1)
+    assert (kls[1] <= 1.0 / 0.5).all()

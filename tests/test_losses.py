@@ -94,3 +94,15 @@ def test_gradients_finite_at_extreme_inputs():
 def test_bad_inputs_name_the_parameter(call, param):
     with pytest.raises(ValueError, match=param):
         call()
+
+
+def test_ppo_clip_hand_computed_and_reinforce_gradient_at_ratio_one():
+    # ratios (e^0.5, e^-0.5), advantages (1, 1), clip 0.2: min(1.6487, 1.2) = 1.2; min(0.6065, 0.8) = 0.6065
+    lp, blp, adv = a(-0.5, -1.5)[None], a(-1.0, -1.0)[None], a(1.0, 1.0)[None]
+    np.testing.assert_allclose(losses.ppo_clip(lp, blp, adv, 0.2), [-(1.2 + math.exp(-0.5)) / 2], rtol=1e-6)
+    g = jax.grad(lambda l: losses.ppo_clip(l, l, a(2.0, -1.0)[None], 0.2).sum())(a(-1.0, -2.0)[None])
+    np.testing.assert_allclose(g, [[-1.0, 0.5]], rtol=1e-6)  # -(1/k) A_j at pi = pi_behaviour
+    adv_loo = losses.loo_advantage(a(1.0, 2.0, 3.0)[None])
+    np.testing.assert_allclose(adv_loo, [[-1.5, 0.0, 1.5]])
+    with pytest.raises(ValueError, match="clip"):
+        losses.ppo_clip(lp, blp, adv, 0.0)
