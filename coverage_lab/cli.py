@@ -75,8 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         start = time.perf_counter()
         csv = reproduce(name, smoke=args.smoke, seeds=args.seeds, out=args.out)
-        print(f"{name}: {csv} and {csv.with_suffix('.png')} in {time.perf_counter() - start:.1f}s")
+        seconds = time.perf_counter() - start
+        record_time(Path(args.out) / "timings.csv", name, seconds, args.smoke)
+        print(f"{name}: {csv} and {csv.with_suffix('.png')} in {seconds:.1f}s")
     return 0
+
+
+def record_time(path: Path, name: str, seconds: float, smoke: bool) -> None:
+    """Keep ``path`` (columns experiment, seconds, smoke) with one row per experiment and size, the latest run."""
+    import pandas as pd
+
+    row = pd.DataFrame({"experiment": [name], "seconds": [round(seconds, 1)], "smoke": [bool(smoke)]})
+    if path.exists():
+        old = pd.read_csv(path)
+        row = pd.concat([old[~((old.experiment == name) & (old.smoke == bool(smoke)))], row], ignore_index=True)
+    row.to_csv(path, index=False)
 
 
 if __name__ == "__main__":
