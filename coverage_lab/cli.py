@@ -7,6 +7,7 @@ coverage-lab reproduce [NAME ...] [--smoke] [--seeds N] [--out DIR]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,11 @@ from coverage_lab.sweep import run_sweep, setting_seed
 
 
 def reproduce(name: str, *, smoke: bool = False, seeds: int | None = None, out: str | Path = "figures") -> Path:
-    """Run experiment ``name`` (resuming its CSV), then draw its figure from the CSV. Returns the CSV path."""
+    """Run experiment ``name`` from scratch into ``out/NAME.csv``, then draw ``out/NAME.png`` from that CSV.
+
+    The sweep writes ``out/.NAME.partial.csv`` as it goes and renames it when complete, so an interrupted run
+    resumes where it stopped, while a finished ``NAME.csv`` (for instance the committed one) is recomputed.
+    Returns the CSV path."""
     import experiments
     from coverage_lab import plotting
 
@@ -36,8 +41,9 @@ def reproduce(name: str, *, smoke: bool = False, seeds: int | None = None, out: 
         return df
 
     out = Path(out)
-    csv = out / f"{name}.csv"
-    df = run_sweep(settings, run, csv, label=name)
+    csv, partial = out / f"{name}.csv", out / f".{name}.partial.csv"
+    df = run_sweep(settings, run, partial, label=name)  # an interrupted run resumes from the partial CSV
+    os.replace(partial, csv)
     fig = module.plot(df)
     plotting.save(fig, out / f"{name}.png")
     return csv
