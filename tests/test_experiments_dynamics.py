@@ -1,0 +1,140 @@
+"""Smoke runs of the dynamics experiments (extrapolation, ood_without_fa, reverse_kl, kl_estimators) through the
+CLI, and the paper's claims each one reproduces, checked on the numbers the smoke run computed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from coverage_lab.cli import reproduce
+
+NAMES = ("extrapolation", "ood_without_fa", "reverse_kl", "kl_estimators")
+TIDY = ["experiment", "algorithm", "seed", "step", "metric", "value"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """``smoke(name) -> (csv path, DataFrame)``, each experiment run once per module."""
+    out = tmp_path_factory.mktemp("figures")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            csv = reproduce(name, smoke=True, out=out)
+            cache[name] = csv, pd.read_csv(csv)
+        return cache[name]
+
+    return get
+
+
+def _series(df, **where) -> pd.DataFrame:
+    """``value`` indexed by (seed, step) for the rows matching ``where``."""
+    m = np.ones(len(df), bool)
+    for k, v in where.items():
+        m &= np.isclose(df[k], v) if isinstance(v, float) else (df[k] == v).to_numpy()
+    return df[m].set_index(["seed", "step"])["value"].unstack("step").sort_index(axis=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoke_writes_tidy_csv_and_png(smoke, name):
+    csv, df = smoke(name)
+    assert list(df.columns[: len(TIDY)]) == TIDY
+    assert (df["experiment"] == name).all()
+    assert df["value"].notna().all()
+    png = csv.with_suffix(".png")
+    assert png.exists() and png.stat().st_size > 10_000
+
+
+def test_extrapolation_dpo_raises_unseen_best_and_lowers_chosen(smoke):
+    _, df = smoke("extrapolation")
+    d = df[(df["instance"] == "covered") & (df["algorithm"] == "dpo")]
+    unseen, best, chosen = (_series(d, metric=m) for m in ("logp_unseen", "logp_best", "logp_chosen"))
+    np.testing.assert_allclose(unseen.to_numpy(), best.to_numpy(), atol=1e-5)  # covered: y3 is the best
+    first, last = unseen.columns[0], unseen.columns[-1]
+    assert (unseen[last] > unseen[first] + 0.5).all(), unseen
+    assert (chosen[last] < chosen[first] - 0.5).all(), chosen
+    value = _series(d, metric="value")
+    assert (value[last] > value[first]).all()  # helpful extrapolation: the value improves
+
+
+def test_extrapolation_rlhf_moves_the_same_way(smoke):
+    _, df = smoke("extrapolation")
+    d = df[(df["instance"] == "covered") & (df["algorithm"] == "rlhf")]
+    unseen, chosen = _series(d, metric="logp_unseen"), _series(d, metric="logp_chosen")
+    assert (unseen.iloc[:, -1] > unseen.iloc[:, 0]).all()
+    assert (chosen.iloc[:, -1] < chosen.iloc[:, 0]).all()
+
+
+def test_ood_mass_rises_when_ref_prefers_losers_and_falls_otherwise(smoke):
+    _, df = smoke("ood_without_fa")
+    rises = _series(df, metric="ood_mass", tilt=-1.0)
+    falls = _series(df, metric="ood_mass", tilt=1.0)
+    assert (rises.iloc[:, -1] > rises.iloc[:, 0] + 0.02).all(), rises
+    assert (falls.iloc[:, -1] < falls.iloc[:, 0] - 0.02).all(), falls
+
+
+def test_ood_instance_hides_the_stated_number_of_responses():
+    from experiments import ood_without_fa as m
+
+    env, mu = m.instance(0, -1.0)
+    assert ((mu == 0).sum(-1) == m.N_UNSEEN).all()
+    assert np.isclose(env.pi_ref_XxY.sum(-1), 1.0).all()
+
+
+def test_reverse_kl_dpo_ends_far_above_hypo(smoke):
+    _, df = smoke("reverse_kl")
+    dpo, hypo = _series(df, algorithm="dpo", metric="kl"), _series(df, algorithm="hypo", metric="kl")
+    assert dpo.iloc[:, -1].median() > 3 * hypo.iloc[:, -1].median(), (dpo.iloc[:, -1], hypo.iloc[:, -1])
+    assert dpo.iloc[:, -1].min() > hypo.iloc[:, -1].max()
+    mid = dpo.columns[len(dpo.columns) // 2]
+    assert (dpo.iloc[:, -1] > dpo[mid]).all()  # still climbing in the second half
+
+
+def test_reverse_kl_validation_loss_is_log2_at_the_reference():
+    import jax
+
+    from experiments import reverse_kl as m
+
+    env, mu = m.instance(jax.random.key(0))
+    logp = np.log(np.asarray(env.pi_ref_XxY))[None]
+    np.testing.assert_allclose(m.validation_loss(logp, env, mu, m.BETA), [np.log(2.0)], rtol=1e-10)
+
+
+def _pooled_z(df, name):
+    from experiments.kl_estimators import _pooled_z
+
+    est = df[df["part"] == "estimators"]
+    z = _pooled_z(est, int(est["n_samples"].iloc[0]))
+    return z[z["algorithm"] == name].sort_values("x")
+
+
+def test_kl_estimators_k1_k3_unbiased_k2_biased_at_large_kl(smoke):
+    _, df = smoke("kl_estimators")
+    for name in ("k1", "k3"):
+        z = _pooled_z(df, name)
+        assert (z["z"].abs() < 4).all(), z
+    k2 = _pooled_z(df, "k2")
+    assert k2["z"].iloc[-1] > 10, k2  # k2 = t^2/2 overestimates where the KL is large
+
+
+def test_kl_estimators_rloo_gradient_unbiased(smoke):
+    _, df = smoke("kl_estimators")
+    rl = df[df["part"] == "rloo"]
+    by = lambda m: rl[rl["metric"] == m].set_index(["step", "seed"])["value"]  # noqa: E731
+    assert (by("z_proj").abs() < 4).all(), by("z_proj")
+    assert (by("z_max") < 5).all(), by("z_max")
+    assert (by("bias") < 3 * by("stderr")).all()
+    assert (by("formula_error") < 1e-5).all()
+    spread = by("spread").groupby("step").median()
+    assert spread.iloc[-1] < spread.iloc[0] / 1.5  # more samples per prompt, a tighter estimate
+
+
+def test_kl_tilt_hits_its_target():
+    import jax
+
+    from experiments import kl_estimators as m
+
+    pi_ref, r = m.problem(jax.random.key(0))
+    for target in (0.01, 0.5, 1.0):
+        assert abs(m.kl(m.tilt_for(pi_ref, r, target), pi_ref) - target) < 1e-9
