@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from coverage_lab import _validate as V
@@ -192,11 +191,11 @@ def random_tabular(
     n_responses = V.integer("n_responses", n_responses, minimum=2)
     V.positive("r_max", r_max)
     V.positive("concentration", concentration)
-    k_rho, k_ref, k_r = jax.random.split(V.key("key", key), 3)
-    rho = jax.random.dirichlet(k_rho, jnp.ones(n_prompts))
-    pi_ref = jax.random.dirichlet(k_ref, concentration * jnp.ones(n_responses), (n_prompts,))
+    rng = _numpy_rng(key)
+    rho = rng.dirichlet(np.ones(n_prompts))
+    pi_ref = rng.dirichlet(concentration * np.ones(n_responses), n_prompts)
     pi_ref = np.clip(np.asarray(pi_ref, np.float64), 1e-6, None)
-    reward = r_max * jax.random.uniform(k_r, (n_prompts, n_responses))
+    reward = r_max * rng.uniform(size=(n_prompts, n_responses))
     return TabularBandit(_normalise(rho), pi_ref / pi_ref.sum(-1, keepdims=True), np.asarray(reward, np.float64))
 
 
@@ -208,11 +207,11 @@ def random_linear(
     n_responses = V.integer("n_responses", n_responses, minimum=2)
     dim = V.integer("dim", dim, minimum=1)
     V.nonnegative("ref_scale", ref_scale)
-    k_rho, k_phi, k_star, k_ref = jax.random.split(V.key("key", key), 4)
-    rho = jax.random.dirichlet(k_rho, jnp.ones(n_prompts))
-    phi = np.asarray(jax.random.normal(k_phi, (n_prompts, n_responses, dim)), np.float64)
-    theta_star = np.asarray(jax.random.normal(k_star, (dim,)), np.float64)
-    theta_ref = np.asarray(jax.random.normal(k_ref, (dim,)), np.float64)
+    rng = _numpy_rng(key)
+    rho = rng.dirichlet(np.ones(n_prompts))
+    phi = rng.standard_normal((n_prompts, n_responses, dim))
+    theta_star = rng.standard_normal(dim)
+    theta_ref = rng.standard_normal(dim)
     return LinearBandit(
         _normalise(rho),
         phi,
@@ -237,6 +236,13 @@ def gaussian_bump(
     reward = np.exp(-0.5 * ((y - peak) / width) ** 2)
     pi_ref = np.exp(-0.5 * ((y - ref_mode) / ref_width) ** 2) + 1e-8
     return TabularBandit(np.ones(1), (pi_ref / pi_ref.sum())[None], reward[None])
+
+
+def _numpy_rng(key) -> np.random.Generator:
+    """A numpy generator seeded by the key's bits: instances stay pure functions of the key without compiling
+    JAX's Dirichlet sampler (seconds per process)."""
+    bits = np.asarray(jax.random.key_data(V.key("key", key)), np.uint32).ravel()
+    return np.random.default_rng(bits.tolist())
 
 
 def _normalise(p) -> np.ndarray:
