@@ -56,7 +56,12 @@ def run(
     reward_steps: int | None = None,
     optimizer: optax.GradientTransformation | None = None,
 ) -> Run:
-    """The compiled run behind :func:`simulate`, returning raw arrays (arguments as there)."""
+    """The compiled run behind :func:`simulate`, returning raw arrays (arguments as there).
+
+    Everything but the arrays is a static argument of the compiled program: ``n_pairs``, ``steps``, the number of
+    seeds, the algorithm's structure and ``optimizer`` (compared by identity: reuse one optax object across a
+    sweep, or every call compiles again).
+    """
     if not isinstance(env, (TabularBandit, LinearBandit)):
         raise ValueError(f"env must be a TabularBandit or LinearBandit, got {type(env).__name__}")
     if not isinstance(algorithm, A.Algorithm):
@@ -177,7 +182,7 @@ def simulate(
     beta = V.positive("beta", beta if beta is not None else algorithm.hparams.get("beta", algorithm.hparams.get("tau")))
     V.integer("kl_samples", kl_samples, minimum=1)
     r = run(env, algorithm, mu=mu, n_pairs=n_pairs, steps=steps, seeds=seeds, key=key, **options)
-    return _tidy(r, env, np.asarray(mu, np.float64), beta, algorithm, n_pairs, names, kl_samples)
+    return tidy(r, env, algorithm, mu=mu, beta=beta, n_pairs=n_pairs, metrics=names, kl_samples=kl_samples)
 
 
 def _adam(learning_rate: float, steps: int) -> optax.GradientTransformation:
@@ -249,8 +254,12 @@ def _run(keys, env, exact_data, pair, pref, hp, **static):
     return jax.vmap(run, in_axes=(0, None, None, None, None, None))(keys, env, exact_data, pair, pref, hp)
 
 
-def _tidy(r: Run, env, mu, beta, algorithm, n_pairs, names, kl_samples) -> pd.DataFrame:
+def tidy(
+    r: Run, env, algorithm: A.Algorithm, *, mu, beta: float, n_pairs: int | None, metrics=M.NAMES, kl_samples: int = 64
+) -> pd.DataFrame:
+    """The tidy table of :func:`simulate` from a :class:`Run` (for callers that also need the raw tables)."""
     logs, data, seed_ids, keys = r
+    mu, names = np.asarray(mu, np.float64), tuple(metrics)
     steps = np.asarray(logs["step"])[0]
     frames = []
     for i, seed in enumerate(seed_ids):
