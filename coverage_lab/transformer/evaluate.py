@@ -1,0 +1,109 @@
+"""Metrics of a transformer policy on the token task, computed inside the compiled run at each log point.
+
+Names follow :data:`coverage_lab.metrics.NAMES` where they apply; ``rho`` is uniform over the prompts.
+
+Exact (enumerable tasks only, from ``policy.table``):
+  ``kl``: ``E_x KL(pi || pi_ref)``; ``reward``: ``E_x E_pi r*``; ``ood_mass``: ``E_x pi(y: mu(y|x) = 0)``.
+Monte Carlo, from ``n`` samples ``y ~ pi(.|x)`` per prompt (common random numbers across log points):
+  ``kl_k1``, ``kl_k3``: the k1 (``t``) and k3 (``exp(-t) - 1 + t``) estimators of the reverse KL with
+  ``t = log pi(y|x) - log pi_ref(y|x)`` (both unbiased; k3 is >= 0); ``gold_reward``: mean ``r*``;
+  ``win_rate``: ``P(r*(y) > r*(y')) + P(r*(y) = r*(y')) / 2`` against ``y' ~ pi_ref`` drawn alongside;
+  ``rm_score``: mean reward-model score (when a reward model is given); ``ood_mass_mc``: the share of samples
+  ``mu`` never shows; ``good_token_rate``, ``bad_token_rate``: the share of response tokens that are rare
+  good / rare bad tokens (does extrapolation help or hurt?).
+On the offline data (first ``n_data`` pairs): ``logp_chosen``, ``logp_rejected``: mean ``log pi`` of the
+preferred and rejected responses.
+
+References: arXiv:2406.01462 (Figure 1, Table 1); Schulman, Approximating KL Divergence (k1, k3), 2020.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from coverage_lab import _validate as V
+from coverage_lab import losses
+from coverage_lab.data import Batch
+from coverage_lab.policies import Policy
+from coverage_lab.transformer import task as T
+
+EXACT = ("kl", "reward", "ood_mass")
+SAMPLED = ("kl_k1", "kl_k3", "gold_reward", "win_rate", "ood_mass_mc", "good_token_rate", "bad_token_rate")
+DATA = ("logp_chosen", "logp_rejected")
+
+
+def names(task: T.Task, *, reward_model: bool) -> tuple[str, ...]:
+    """The metric names :func:`make_evaluator` returns for ``task``."""
+    return (EXACT if task.enumerable else ()) + SAMPLED + (("rm_score",) if reward_model else ()) + DATA
+
+
+def exact_kl(logp_XxY, ref_logp_XxY):
+    """``E_x KL(pi || pi_ref)`` from enumerated log-probability tables (X, Y), ``rho`` uniform."""
+    p = jnp.exp(logp_XxY)
+    return jnp.sum(jnp.where(p > 0, p * (logp_XxY - ref_logp_XxY), 0.0), -1).mean()
+
+
+def make_evaluator(
+    task: T.Task,
+    policy: Policy,
+    ref_params,
+    key,
+    *,
+    n_samples: int,
+    mu_logp_XxV,
+    data: Batch,
+    n_data: int = 256,
+    rewards=None,
+):
+    """``evaluate(params) -> {name: scalar}`` (see the module docstring); jit-able, pure in ``params``.
+
+    ``policy`` must give summed (not length-normalised) sequence log-probabilities; ``rewards(x_B, y_BxL)``
+    is a fitted reward model's score function or None. Reference samples and tables are computed once here.
+    """
+    V.integer("n_samples", n_samples, minimum=1)
+    V.integer("n_data", n_data, minimum=1)
+    x_X = jnp.arange(task.n_prompts, dtype=jnp.int32)
+    x_flat = jnp.repeat(x_X, n_samples)
+    k_pi, k_ref = jax.random.split(key)
+    flat = lambda y: y.reshape(-1, task.response_len)  # noqa: E731
+    y_ref = flat(policy.sample(ref_params, k_ref, x_X, n_samples))
+    gold_ref = T.gold_reward(task, x_flat, y_ref)
+    ref_table = policy.table(ref_params) if task.enumerable else None
+    uncovered_XxY = None
+    if task.enumerable:
+        y_all = jnp.asarray(T.responses(task))
+        uncovered_XxY = jax.vmap(lambda x: T.uncovered(mu_logp_XxV, jnp.full(y_all.shape[0], x), y_all))(x_X)
+        reward_XxY = jax.vmap(lambda x: T.gold_reward(task, jnp.full(y_all.shape[0], x), y_all))(x_X)
+    m = min(n_data, data.size)
+    x_d, y_w, y_l = data.x_B[:m], data.y_w_B[:m], data.y_l_B[:m]
+    good = jnp.asarray(task.good_V)
+    bad = jnp.asarray(task.bad_V)
+
+    def evaluate(params):
+        y = flat(policy.sample(params, k_pi, x_X, n_samples))
+        logp = policy.log_probs(params, x_flat, y)
+        ref_logp = policy.log_probs(ref_params, x_flat, y)
+        gold = T.gold_reward(task, x_flat, y)
+        out = {
+            "kl_k1": losses.kl_k1(logp, ref_logp).mean(),
+            "kl_k3": losses.kl_k3(logp, ref_logp).mean(),
+            "gold_reward": gold.mean(),
+            "win_rate": jnp.mean((gold > gold_ref) + 0.5 * (gold == gold_ref)),
+            "ood_mass_mc": T.uncovered(mu_logp_XxV, x_flat, y).mean(),
+            "good_token_rate": good[y].mean(),
+            "bad_token_rate": bad[y].mean(),
+            "logp_chosen": policy.log_probs(params, x_d, y_w).mean(),
+            "logp_rejected": policy.log_probs(params, x_d, y_l).mean(),
+        }
+        if rewards is not None:
+            out["rm_score"] = rewards(x_flat, y).mean()
+        if task.enumerable:
+            table = policy.table(params)
+            p = jnp.exp(table)
+            out["kl"] = exact_kl(table, ref_table)
+            out["reward"] = jnp.sum(p * reward_XxY, -1).mean()
+            out["ood_mass"] = jnp.sum(jnp.where(uncovered_XxY, p, 0.0), -1).mean()
+        return out
+
+    return evaluate

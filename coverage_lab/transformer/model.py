@@ -1,0 +1,245 @@
+"""A small decoder-only transformer in plain JAX: parameters as a pytree, ``init``, ``apply`` and a KV-cache sampler.
+
+Pre-LayerNorm blocks (GPT-2 / nanoGPT), learned token and position embeddings, causal multi-head
+self-attention, a GELU MLP, and an untied output projection to ``out_size`` logits (the input vocabulary may
+be larger than the output one: prompt tokens are read, never written). The blocks' parameters are stacked
+on a leading layer axis and run with ``lax.scan``, so compile time does not grow with depth.
+
+A leaf module: it imports only JAX (DESIGN.md, the layering test).
+
+References: Radford et al. Language Models are Unsupervised Multitask Learners (GPT-2), 2019;
+Karpathy, nanoGPT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Shape of the transformer (hashable: a static argument of compiled code).
+
+    Attributes:
+      vocab_size: input vocabulary size ``V``.
+      max_len: longest sequence ``T`` the position embeddings cover.
+      out_size: number of output logits ``O`` (default ``vocab_size``).
+      d_model, n_layers, n_heads: width, depth and attention heads (``d_model % n_heads == 0``).
+      d_ff: hidden width of the MLP (default ``4 * d_model``).
+    """
+
+    vocab_size: int
+    max_len: int
+    out_size: int = 0
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 2
+    d_ff: int = 0
+
+    def __post_init__(self):
+        for name in ("vocab_size", "max_len", "d_model", "n_layers", "n_heads"):
+            _positive_int(name, getattr(self, name))
+        for name in ("out_size", "d_ff"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer (0: default), got {v!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        if self.out_size == 0:
+            object.__setattr__(self, "out_size", self.vocab_size)
+        if self.d_ff == 0:
+            object.__setattr__(self, "d_ff", 4 * self.d_model)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def _positive_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _check_config(config):
+    if not isinstance(config, Config):
+        raise ValueError(f"config must be a transformer.model.Config, got {type(config).__name__}")
+
+
+def _check_tokens(name, tokens, config, max_len):
+    if not jnp.issubdtype(jnp.asarray(tokens).dtype, jnp.integer) or jnp.ndim(tokens) != 2:
+        raise ValueError(
+            f"{name} must be an integer array of shape (B, T), got {jnp.asarray(tokens).dtype} {jnp.shape(tokens)}"
+        )
+    if not 1 <= tokens.shape[1] <= max_len:
+        raise ValueError(f"{name} has length {tokens.shape[1]}, outside [1, {max_len}] (config.max_len)")
+
+
+def init(key, config: Config) -> dict:
+    """Random parameters (GPT-2 initialisation: normal(0.02), residual projections scaled by ``1/sqrt(2 n_layers)``).
+
+    Returns a dict pytree: ``tok_emb`` (V, D), ``pos_emb`` (T, D), ``blocks`` (each leaf with a leading layer
+    axis N), ``ln_f_*`` (D,), ``w_out`` (D, O), ``b_out`` (O,).
+    """
+    _check_config(config)
+    if not isinstance(key, jax.Array):
+        raise ValueError(f"key must be a JAX PRNG key, got {key!r}")
+    c = config
+    n, d, f = c.n_layers, c.d_model, c.d_ff
+    std, proj_std = 0.02, 0.02 / math.sqrt(2 * n)
+    k = jax.random.split(key, 7)
+
+    def normal(k, shape, s):
+        return s * jax.random.normal(k, shape, jnp.float32)
+
+    zeros, ones = (lambda *s: jnp.zeros(s, jnp.float32)), (lambda *s: jnp.ones(s, jnp.float32))
+    return {
+        "tok_emb": normal(k[0], (c.vocab_size, d), std),
+        "pos_emb": normal(k[1], (c.max_len, d), std),
+        "blocks": {
+            "ln1_scale": ones(n, d),
+            "ln1_bias": zeros(n, d),
+            "w_qkv": normal(k[2], (n, d, 3 * d), std),
+            "b_qkv": zeros(n, 3 * d),
+            "w_o": normal(k[3], (n, d, d), proj_std),
+            "b_o": zeros(n, d),
+            "ln2_scale": ones(n, d),
+            "ln2_bias": zeros(n, d),
+            "w_fc": normal(k[4], (n, d, f), std),
+            "b_fc": zeros(n, f),
+            "w_proj": normal(k[5], (n, f, d), proj_std),
+            "b_proj": zeros(n, d),
+        },
+        "ln_f_scale": ones(d),
+        "ln_f_bias": zeros(d),
+        "w_out": normal(k[6], (d, c.out_size), std),
+        "b_out": zeros(c.out_size),
+    }
+
+
+def _lift(v, ndim):
+    """``v`` (D,) reshaped to broadcast against an array of rank ``ndim`` without implicit rank promotion."""
+    return v.reshape((1,) * (ndim - 1) + v.shape)
+
+
+def _layer_norm(x, scale, bias):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(var + 1e-5) * _lift(scale, x.ndim) + _lift(bias, x.ndim)
+
+
+def _dense(x, w, b):
+    return x @ w + _lift(b, x.ndim)
+
+
+def _mlp(x, p):
+    h = _layer_norm(x, p["ln2_scale"], p["ln2_bias"])
+    return x + _dense(jax.nn.gelu(_dense(h, p["w_fc"], p["b_fc"])), p["w_proj"], p["b_proj"])
+
+
+def _qkv(x, p, config):
+    h = _layer_norm(x, p["ln1_scale"], p["ln1_bias"])
+    qkv = _dense(h, p["w_qkv"], p["b_qkv"])
+    qkv = qkv.reshape(*x.shape[:-1], 3, config.n_heads, config.head_dim)
+    return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+
+
+def _attend(q, k, v, mask, config):
+    """``q`` (B, Q, H, Dh) against ``k, v`` (B, K, H, Dh); ``mask`` (Q, K) True where attention is allowed."""
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(config.head_dim)
+    scores = jnp.where(mask[None, None], scores, jnp.finfo(scores.dtype).min)
+    out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
+    return out.reshape(*out.shape[:2], config.d_model)
+
+
+def _embed(params, tokens_BxT, start):
+    t = tokens_BxT.shape[1]
+    pos = jax.lax.dynamic_slice_in_dim(params["pos_emb"], start, t)
+    return params["tok_emb"][tokens_BxT] + pos[None]
+
+
+def _head(params, x):
+    return _dense(_layer_norm(x, params["ln_f_scale"], params["ln_f_bias"]), params["w_out"], params["b_out"])
+
+
+def _forward(params, tokens_BxT, config):
+    """Full causal forward; returns the logits (B, T, O) and every layer's keys and values (N, B, T, H, Dh)."""
+    t = tokens_BxT.shape[1]
+    mask = jnp.tril(jnp.ones((t, t), bool))
+
+    def block(x, p):
+        q, k, v = _qkv(x, p, config)
+        x = x + _dense(_attend(q, k, v, mask, config), p["w_o"], p["b_o"])
+        return _mlp(x, p), (k, v)
+
+    x, kv = jax.lax.scan(block, _embed(params, tokens_BxT, 0), params["blocks"])
+    return _head(params, x), kv
+
+
+def apply(params, tokens_BxT, config: Config):
+    """Logits ``(B, T, out_size)``: position ``t`` sees tokens ``0..t`` only (causal attention).
+
+    ``tokens_BxT``: integer tokens in ``[0, vocab_size)``, ``1 <= T <= max_len``.
+    """
+    _check_config(config)
+    _check_tokens("tokens_BxT", tokens_BxT, config, config.max_len)
+    return _forward(params, tokens_BxT, config)[0]
+
+
+def _decode_step(params, cache, tok_B, pos, config):
+    """One token at position ``pos`` through every layer with the KV cache (N, B, T, H, Dh); logits (B, O)."""
+    x = _embed(params, tok_B[:, None], pos)  # (B, 1, D)
+    mask = (jnp.arange(cache[0].shape[2]) <= pos)[None]  # (1, T)
+
+    def block(x, layer):
+        p, k_cache, v_cache = layer
+        q, k, v = _qkv(x, p, config)
+        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k, pos, axis=1)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v, pos, axis=1)
+        x = x + _dense(_attend(q, k_cache, v_cache, mask, config), p["w_o"], p["b_o"])
+        return _mlp(x, p), (k_cache, v_cache)
+
+    x, cache = jax.lax.scan(block, x, (params["blocks"], *cache))
+    return _head(params, x)[:, 0], cache
+
+
+def sample(params, key, prompt_BxP, config: Config, *, length: int, temperature: float = 1.0):
+    """``length`` tokens after each prompt, drawn autoregressively from ``softmax(logits / temperature)``.
+
+    Runs the prompt once (prefill), then one cached step per token (``lax.scan``); jit-able with ``length``
+    static. Returns integer tokens ``(B, length)`` in ``[0, out_size)``; ``P + length <= max_len`` and the
+    output vocabulary must be a prefix of the input one (``out_size <= vocab_size``) so sampled tokens can be
+    fed back. ``temperature > 0`` (1: the model's own distribution).
+    """
+    _check_config(config)
+    _positive_int("length", length)
+    if not isinstance(temperature, jax.core.Tracer) and not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if config.out_size > config.vocab_size:
+        raise ValueError("sample needs out_size <= vocab_size (sampled tokens are fed back as inputs)")
+    _check_tokens("prompt_BxP", prompt_BxP, config, config.max_len - length)
+    b, p = prompt_BxP.shape
+    total = p + length
+    logits, (k, v) = _forward(params, prompt_BxP, config)
+    pad = ((0, 0), (0, 0), (0, total - p), (0, 0), (0, 0))
+    cache = (jnp.pad(k, pad), jnp.pad(v, pad))
+    keys = jax.random.split(key, length)
+    first = jax.random.categorical(keys[0], logits[:, -1] / temperature).astype(jnp.int32)
+
+    def step(carry, inputs):
+        cache, tok = carry
+        pos, k_step = inputs
+        logits, cache = _decode_step(params, cache, tok, pos, config)
+        nxt = jax.random.categorical(k_step, logits / temperature).astype(jnp.int32)
+        return (cache, nxt), nxt
+
+    _, rest = jax.lax.scan(step, (cache, first), (p + jnp.arange(length - 1), keys[1:]))
+    return jnp.concatenate([first[:, None], rest.T], axis=1)
+
+
+def n_params(params) -> int:
+    """Number of scalar parameters in a pytree."""
+    return sum(int(x.size) for x in jax.tree.leaves(params))

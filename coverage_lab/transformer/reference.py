@@ -1,0 +1,162 @@
+"""The reference policy: supervised (cross-entropy) training on the task's corpus through the one training loop,
+cached on disk under a path derived from the configuration and the key.
+
+``pi_ref`` is the transformer after ``ref_steps`` of Adam on the per-token negative log-likelihood of the
+corpus (:func:`task.sample_corpus`): rare tokens are rare in the corpus, so ``pi_ref`` gives them little mass.
+Training is a pure function of its key (deterministic on a given machine and JAX version); the weights are
+saved to ``$COVERAGE_LAB_CACHE/reference/<size>-<digest>.npz`` (default cache: ``.cache/coverage_lab`` under
+the repository root) and a second call loads them instead of retraining. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from coverage_lab import _validate as V
+from coverage_lab.data import Batch
+from coverage_lab.train import fit
+from coverage_lab.transformer import model as M
+from coverage_lab.transformer import sizes as S
+from coverage_lab.transformer import task as T
+from coverage_lab.transformer.policy import sequence_policy
+
+FORMAT = "reference-v1"
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$COVERAGE_LAB_CACHE`` if set, else ``.cache/coverage_lab`` under the repository root."""
+    env = os.environ.get("COVERAGE_LAB_CACHE")
+    return Path(env) if env else _REPO / ".cache" / "coverage_lab"
+
+
+def _key_bytes(key) -> bytes:
+    V.key("key", key)
+    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return np.asarray(data, np.uint32).tobytes()
+
+
+def cache_path(size: str | S.Size, key=None, directory: str | os.PathLike | None = None) -> Path:
+    """Where the reference of ``size`` trained from ``key`` (default ``jax.random.key(0)``) is cached.
+
+    The file name holds a digest of everything training depends on: the task and model configurations, the
+    corpus size, the optimisation settings, the key and a format tag.
+    """
+    size = S.get(size)
+    key = jax.random.key(0) if key is None else key
+    recipe = (
+        FORMAT,
+        size.task,
+        size.model,
+        size.corpus_per_prompt,
+        size.ref_steps,
+        size.ref_batch_size,
+        size.ref_learning_rate,
+    )
+    digest = hashlib.sha256(repr(recipe).encode() + _key_bytes(key)).hexdigest()[:16]
+    return Path(directory or cache_dir()) / "reference" / f"{size.name}-{digest}.npz"
+
+
+def sft_objective(policy, response_len: int):
+    """Cross-entropy objective for ``fit``: the weighted per-token negative log-likelihood of ``batch.y_w_B``.
+
+    ``loss = sum_i w_i * (-log pi(y_i | x_i) / L)``, the sequence log-probability from ``policy.log_probs``.
+    """
+    V.integer("response_len", response_len, minimum=1)
+
+    def objective(params, batch: Batch, key):
+        nll = -policy.log_probs(params, batch.x_B, batch.y_w_B) / response_len
+        loss = jnp.sum(batch.weight_B * nll)
+        return loss, {"loss": loss}
+
+    return objective
+
+
+def corpus_batch(key, size: str | S.Size) -> Batch:
+    """The supervised corpus of ``size`` as a :class:`Batch` (responses in ``y_w_B``, weights ``1/N``)."""
+    size = S.get(size)
+    x, y = T.sample_corpus(key, T.make_task(size.task), size.corpus_per_prompt)
+    n = x.shape[0]
+    w = jnp.full((n,), 1.0 / n, jnp.float32)
+    ones = jnp.ones((n,), jnp.float32)
+    return Batch(x, y, y, w, ones, ones, x, w)
+
+
+@functools.partial(jax.jit, static_argnames="size")
+def _train(key, size: S.Size):
+    task = T.make_task(size.task)
+    policy = sequence_policy(task, size.model)
+    k_corpus, k_init, k_fit = jax.random.split(key, 3)
+    data = corpus_batch(k_corpus, size)
+    schedule = optax.cosine_decay_schedule(size.ref_learning_rate, size.ref_steps, alpha=0.1)
+    params, metrics = fit(
+        sft_objective(policy, task.response_len),
+        policy.init(k_init),
+        data,
+        k_fit,
+        steps=size.ref_steps,
+        optimizer=optax.adam(schedule),
+        batch_size=size.ref_batch_size,
+    )
+    return params, metrics["loss"]
+
+
+def train_reference(size: str | S.Size, key=None):
+    """Train ``pi_ref`` of ``size`` from ``key`` (default ``jax.random.key(0)``), without the cache.
+
+    Returns ``(params, loss_steps)``: the parameters and the training loss at every step.
+    """
+    size = S.get(size)
+    key = jax.random.key(0) if key is None else key
+    V.key("key", key)
+    return _train(key, size)
+
+
+def _template(size: S.Size):
+    return jax.eval_shape(functools.partial(M.init, config=size.model), jax.random.key(0))
+
+
+def save(params, path: str | os.PathLike) -> Path:
+    """Write a parameter pytree to ``path`` (``.npz``, one array per leaf path), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    arrays = {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load(size: str | S.Size, path: str | os.PathLike):
+    """Read parameters of ``size``'s model from ``path``; ``ValueError`` if they do not fit the model."""
+    size = S.get(size)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(_template(size))
+    with np.load(path) as f:
+        leaves = []
+        for p, spec in paths:
+            name = jax.tree_util.keystr(p)
+            if name not in f or f[name].shape != spec.shape:
+                raise ValueError(f"{path} does not hold parameters of the {size.name} model (at {name})")
+            leaves.append(jnp.asarray(f[name], spec.dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def reference_params(size: str | S.Size, *, key=None, cache: bool = True, directory=None):
+    """The reference parameters of ``size``: loaded from the cache if there, else trained and cached."""
+    size = S.get(size)
+    path = cache_path(size, key, directory)
+    if cache and path.exists():
+        return load(size, path)
+    params, _ = train_reference(size, key)
+    if cache:
+        save(params, path)
+    return params
