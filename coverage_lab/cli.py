@@ -56,6 +56,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; set here, not in plotting, so notebooks keep their inline backend
     import experiments
 
     parser = _Parser(prog="coverage-lab", description="Reproduce arXiv:2406.01462 in miniature.")
