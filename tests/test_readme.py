@@ -22,3 +22,50 @@ def test_quick_start_runs_and_is_short(capsys):
 def test_readme_shows_the_two_commands():
     text = README.read_text()
     assert "make reproduce" in text and "make test" in text
+
+
+def blocks(section_title: str, lang: str) -> list[str]:
+    section = README.read_text().split(section_title, 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{lang}\n(.*?)```", section, re.S)
+
+
+def insert_after_function(source: str, name: str, code: str) -> str:
+    start = source.index(f"\ndef {name}(")
+    end = source.index("\n\n\n", start + 1)
+    return source[:end] + "\n\n\n" + code.rstrip() + source[end:]
+
+
+def test_the_worked_example_works_when_followed_literally(tmp_path):
+    """Apply the README's three steps to a copy of the package, then run its new test and ruff."""
+    import shutil
+    import subprocess
+    import sys
+
+    loss_code, algo_code, test_code = blocks("## Adding an algorithm", "python")
+    root = README.parent
+    clone = tmp_path / "clone"
+    for package in ("coverage_lab", "experiments", "tests"):
+        shutil.copytree(root / package, clone / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "pyproject.toml", clone)
+    losses_py, algorithms_py = clone / "coverage_lab" / "losses.py", clone / "coverage_lab" / "algorithms.py"
+    losses_py.write_text(insert_after_function(losses_py.read_text(), "ipo", loss_code))
+    algorithms_py.write_text(insert_after_function(algorithms_py.read_text(), "ipo", algo_code))
+    (clone / "tests" / "test_hinge.py").write_text(test_code)
+    env = {"PYTHONPATH": str(clone), "PATH": "/usr/bin:/bin"}
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_hinge.py"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ruff = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "coverage_lab", "tests/test_hinge.py"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ruff.returncode == 0, ruff.stdout[-3000:]
