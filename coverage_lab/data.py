@@ -63,6 +63,13 @@ def _marginal(pair_XxYxY) -> np.ndarray:
     return 0.5 * (pair_XxYxY.sum(2) + pair_XxYxY.sum(1))
 
 
+def pair_weights(rho_X, pair_XxYxY, pref_XxYxY) -> np.ndarray:
+    """``W[x, a, b] = rho(x) (pair(a, b) + pair(b, a)) P(a ≻ b | x)``: the probability that one labelled draw is
+    ``(x, winner a, loser b)`` (either order of the pair can be drawn). Sums to 1; shape (X, Y, Y)."""
+    rho, pair, pref = _check_pairs(rho_X, pair_XxYxY, pref_XxYxY)
+    return rho[:, None, None] * (pair + pair.transpose(0, 2, 1)) * pref
+
+
 def exact_batch(rho_X, pair_XxYxY, pref_XxYxY, *, size: int | None = None) -> Batch:
     """Every labelled triple ``(x, a, b)`` with weight ``rho(x) (pair(a,b) + pair(b,a)) P(a ≻ b)`` > 0.
 
@@ -74,8 +81,8 @@ def exact_batch(rho_X, pair_XxYxY, pref_XxYxY, *, size: int | None = None) -> Ba
       rho_X: prompt distribution (X,). pair_XxYxY: ordered pair distribution per prompt (X, Y, Y).
       pref_XxYxY: ``P(a ≻ b | x)`` (X, Y, Y), e.g. ``bandits.preference_table``.
     """
-    rho, pair, pref = _check_pairs(rho_X, pair_XxYxY, pref_XxYxY)
-    w = rho[:, None, None] * (pair + pair.transpose(0, 2, 1)) * pref
+    rho, pair, _ = _check_pairs(rho_X, pair_XxYxY, pref_XxYxY)
+    w = pair_weights(rho_X, pair_XxYxY, pref_XxYxY)
     x, a, b = np.nonzero(w > 0)
     if size is not None:
         size = V.integer("size", size, minimum=len(x))
@@ -116,6 +123,40 @@ def _sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n):
     w = jnp.full((n,), 1.0 / n, jnp.float32)
     x, y_w, y_l = (v.astype(jnp.int32) for v in (x, y_w, y_l))
     return Batch(x, y_w, y_l, w, mu[x, y_w].astype(jnp.float32), mu[x, y_l].astype(jnp.float32), x, w)
+
+
+def sample_counts(key, weights_XxYxY, n):
+    """How many of ``n`` labelled draws fall on each ``(x, winner, loser)``: ``Multinomial(n, W)`` with ``W`` from
+    :func:`pair_weights` — the distribution of the counts of :func:`sample_pairs` without drawing ``n`` rows.
+    Traceable; ``n`` may be a traced number, so datasets of every size share one compiled program."""
+    w = jnp.asarray(weights_XxYxY, jnp.float32)
+    return jax.random.multinomial(key, jnp.asarray(n, jnp.float32), w.ravel()).reshape(w.shape)
+
+
+def pair_counts(data: Batch, n_prompts: int, n_responses: int) -> np.ndarray:
+    """``c[x, a, b]``: how many pairs of a sampled batch have prompt ``x``, winner ``a`` and loser ``b``."""
+    x, w, l = (np.asarray(a) for a in (data.x_B, data.y_w_B, data.y_l_B))
+    flat = np.ravel_multi_index((x, w, l), (n_prompts, n_responses, n_responses))
+    return np.bincount(flat, minlength=n_prompts * n_responses**2).reshape(n_prompts, n_responses, n_responses)
+
+
+def empirical_batch(counts_XxYxY) -> Batch:
+    """A sampled dataset as its sufficient statistics: an exact batch of size X*Y*Y with weights ``c/N``.
+
+    Any per-pair loss summed with these weights equals its mean over the ``N`` sampled pairs, and a fixed size
+    means every dataset size shares one compiled program. Built with :func:`exact_batch` from the empirical
+    prompt frequencies, pair frequencies ``(c + c^T)/(2 N_x)`` and win rates ``c/(c + c^T)``; a prompt never
+    drawn gets weight 0 (also as an on-policy prompt).
+    """
+    c = V.array("counts_XxYxY", counts_XxYxY, ndim=3)
+    if (c < 0).any() or c.sum() <= 0:
+        raise ValueError("counts_XxYxY must be non-negative counts with at least one pair")
+    n_prompts, n_responses, _ = c.shape
+    n_x = c.sum((1, 2))
+    m = c + c.transpose(0, 2, 1)
+    pair = np.where(n_x[:, None, None] > 0, m / np.maximum(2 * n_x, 1)[:, None, None], 1.0 / n_responses**2)
+    pref = np.divide(c, m, out=np.full_like(c, 0.5), where=m > 0)
+    return exact_batch(n_x / n_x.sum(), pair, pref, size=n_prompts * n_responses**2)
 
 
 def minibatch_indices(key, n: int, batch_size: int, steps: int) -> jax.Array:

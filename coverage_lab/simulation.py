@@ -24,7 +24,7 @@ from coverage_lab import data as D
 from coverage_lab import metrics as M
 from coverage_lab.bandits import LinearBandit, TabularBandit, preference_table
 from coverage_lab.coverage import pair_table
-from coverage_lab.policies import bounded_reward_model, default_policy
+from coverage_lab.policies import Policy, RewardModel, bounded_reward_model, default_policy
 from coverage_lab.train import fit
 
 
@@ -192,55 +192,80 @@ def _adam(learning_rate: float, steps: int) -> optax.GradientTransformation:
     return optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
 
 
-def _run_one(
-    key,
-    env,
-    exact_data,
-    pair,
-    pref,
-    hp,
+def train_policy(
+    policy: Policy,
+    algorithm: A.Algorithm,
+    data: D.Batch,
+    hp: dict,
+    key: jax.Array,
     *,
-    algorithm,
-    n_pairs,
-    steps,
-    reward_steps,
-    log_every,
-    batch_size,
-    learning_rate,
-    optimizer,
+    exact: bool,
+    steps: int,
+    reward_model: RewardModel | None = None,
+    reward_steps: int | None = None,
+    pref_XxYxY=None,
+    batch_size: int | None = None,
+    learning_rate: float = 0.05,
+    optimizer: optax.GradientTransformation | None = None,
+    log_every: int | None = None,
+    evaluate=None,
 ):
-    policy = default_policy(env)
+    """One run of ``algorithm`` from the reference policy ``policy.init(key)``: the bounded reward model first
+    if the algorithm has one (Bradley–Terry on ``data``), then the policy, both through :func:`train.fit`.
+
+    Pure in ``key`` (``jit``/``vmap`` it); ``hp`` holds the algorithm's traced hyper-parameters. ``evaluate``
+    defaults to the policy's log-probability table. Returns ``fit``'s ``(params, logs)`` for the training
+    parameters (``algorithm.policy_params`` extracts the policy's).
+    """
     ref_params = policy.init(key)
-    k_data, k_rm, k_fit = jax.random.split(key, 3)
-    exact = n_pairs is None
-    data = exact_data if exact else D._sample_pairs(k_data, env.rho_X, pair, pref, n_pairs)
-    bs = None if exact else min(batch_size, n_pairs)
+    k_rm, k_fit = jax.random.split(key)
     reward_fn = None
     if algorithm.reward_model:
-        rm = bounded_reward_model(env, hp["r_max"])
+        rm_objective = A.reward_model_objective(reward_model.rewards)
+        rm_opt = optimizer or _adam(learning_rate, reward_steps or steps)
         rm_params, _ = fit(
-            A.reward_model_objective(rm.rewards),
-            rm.init(k_rm),
+            rm_objective,
+            reward_model.init(k_rm),
             data,
             k_rm,
-            steps=reward_steps,
-            optimizer=optimizer or _adam(learning_rate, reward_steps),
-            batch_size=bs,
+            steps=reward_steps or steps,
+            optimizer=rm_opt,
+            batch_size=batch_size,
         )
-        reward_fn = functools.partial(rm.rewards, rm_params)
-    ctx = A.Context(policy, ref_params, exact, reward_fn, pref)
-    objective = algorithm.make(algorithm, ctx, hp)
-    _, logs = fit(
-        objective,
+        reward_fn = functools.partial(reward_model.rewards, rm_params)
+    ctx = A.Context(policy, ref_params, exact, reward_fn, pref_XxYxY)
+    if evaluate is None and log_every is not None:
+        evaluate = lambda p: policy.table(algorithm.policy_params(p))  # noqa: E731
+    return fit(
+        algorithm.make(algorithm, ctx, hp),
         algorithm.init(ref_params),
         data,
         k_fit,
         steps=steps,
         optimizer=optimizer or _adam(learning_rate, steps),
-        batch_size=bs,
+        batch_size=batch_size,
         log_every=log_every,
-        evaluate=lambda p: policy.table(algorithm.policy_params(p)),
+        evaluate=evaluate,
         project=algorithm.project,
+    )
+
+
+def _run_one(key, env, exact_data, pair, pref, hp, *, algorithm, n_pairs, batch_size, **options):
+    k_data, k_train = jax.random.split(key)
+    exact = n_pairs is None
+    data = exact_data if exact else D._sample_pairs(k_data, env.rho_X, pair, pref, n_pairs)
+    rm = bounded_reward_model(env, hp["r_max"]) if algorithm.reward_model else None
+    _, logs = train_policy(
+        default_policy(env),
+        algorithm,
+        data,
+        hp,
+        k_train,
+        exact=exact,
+        reward_model=rm,
+        pref_XxYxY=pref,
+        batch_size=None if exact else min(batch_size, n_pairs),
+        **options,
     )
     return logs, data
 

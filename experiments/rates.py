@@ -23,7 +23,7 @@ The sampled version, with the optimisation error removed as far as possible:
 
 - The losses of ``N`` labelled pairs are sums over distinct ``(x, y_w, y_l)`` triples, so a dataset is handed
   to the training loop as its sufficient statistics, an exact batch of the empirical pair and win frequencies
-  (:func:`empirical_batch`: the same loss as the N-row batch, and one compiled program for every N). The counts
+  (``data.empirical_batch``: the same loss as the N-row batch, and one compiled program for every N). The counts
   are drawn as the multinomial they are (:func:`labelled_pair_probs`; a test checks them against
   ``data.sample_pairs``). Training is full-batch Adam for ``steps`` steps (``train.fit``); at N = 1e5 the trained
   DPO's suboptimality is within 10% of that of the exact minimiser of its empirical loss (``exact.minimiser_set``;
@@ -50,14 +50,12 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 import pandas as pd
 
 from coverage_lab import algorithms, bandits, coverage, exact, metrics, plotting
 from coverage_lab import data as D
 from coverage_lab.policies import bounded_reward_model, default_policy
-from coverage_lab.simulation import simulate
-from coverage_lab.train import fit
+from coverage_lab.simulation import simulate, train_policy
 
 SHAPE = (3, 8)  # prompts, responses; separation_map uses the same shape, so the compiled programs are shared
 N_GRID = (100, 300, 1000, 3000, 10_000, 30_000, 100_000)
@@ -93,58 +91,23 @@ SMOKE = [
 
 
 def labelled_pair_probs(env, mu_XxY) -> np.ndarray:
-    """``p[x, a, b] = rho(x) (pair(a, b) + pair(b, a)) P(a ≻ b | x)``, ``pair = mu ⊗ mu``: one draw of
-    ``data.sample_pairs`` is ``(x, winner a, loser b)`` with this probability (either order of the pair can be
-    drawn), so the counts of ``N`` draws are ``Multinomial(N, p)``. Sums to 1. (X, Y, Y)."""
-    pair = coverage.pair_table(mu_XxY)
-    pref = bandits.preference_table(env.reward_XxY)
-    return np.asarray(env.rho_X)[:, None, None] * (pair + pair.transpose(0, 2, 1)) * pref
-
-
-def pair_counts(data: D.Batch, n_prompts: int, n_responses: int) -> np.ndarray:
-    """``c[x, a, b]``: how many pairs of a sampled batch have prompt ``x``, winner ``a`` and loser ``b``."""
-    x, w, l = (np.asarray(a) for a in (data.x_B, data.y_w_B, data.y_l_B))
-    flat = np.ravel_multi_index((x, w, l), (n_prompts, n_responses, n_responses))
-    return np.bincount(flat, minlength=n_prompts * n_responses**2).reshape(n_prompts, n_responses, n_responses)
-
-
-def empirical_batch(counts_XxYxY) -> D.Batch:
-    """A sampled dataset as its sufficient statistics: an exact batch of size X*Y*Y with weights ``c/N``.
-
-    Any per-pair loss summed with these weights equals its mean over the ``N`` sampled pairs. Built with
-    ``data.exact_batch`` from the empirical prompt frequencies, pair frequencies ``(c + c^T)/(2 N_x)`` and win
-    rates ``c/(c + c^T)``; a prompt never drawn gets weight 0.
-    """
-    c = np.asarray(counts_XxYxY, np.float64)
-    n_prompts, n_responses, _ = c.shape
-    n_x = c.sum((1, 2))
-    m = c + c.transpose(0, 2, 1)
-    pair = np.where(n_x[:, None, None] > 0, m / np.maximum(2 * n_x, 1)[:, None, None], 1.0 / n_responses**2)
-    pref = np.divide(c, m, out=np.full_like(c, 0.5), where=m > 0)
-    return D.exact_batch(n_x / n_x.sum(), pair, pref, size=n_prompts * n_responses**2)
+    """The probability of each labelled draw ``(x, winner, loser)`` from ``mu ⊗ mu`` (``data.pair_weights``)."""
+    return D.pair_weights(env.rho_X, coverage.pair_table(mu_XxY), bandits.preference_table(env.reward_XxY))
 
 
 @jax.jit
-def _sample_counts(keys_B, n_B, p_BxK):
-    return jax.vmap(jax.random.multinomial)(keys_B, n_B, p_BxK)
+def _sample_counts(keys_B, n_B, p_BxXxYxY):
+    return jax.vmap(D.sample_counts)(keys_B, p_BxXxYxY, n_B)
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm", "steps", "learning_rate"))
 def _train(keys_B, env, data_B, hp, *, algorithm, steps, learning_rate):
     def one(key, data):
+        rm = bounded_reward_model(env, hp["r_max"]) if algorithm.reward_model else None
         policy = default_policy(env)
-        ref_params = policy.init(key)
-        k_rm, k_fit = jax.random.split(key)
-        optimizer = optax.adam(learning_rate)
-        reward_fn = None
-        if algorithm.reward_model:
-            rm = bounded_reward_model(env, hp["r_max"])
-            objective = algorithms.reward_model_objective(rm.rewards)
-            w, _ = fit(objective, rm.init(k_rm), data, k_rm, steps=steps, optimizer=optimizer)
-            reward_fn = functools.partial(rm.rewards, w)
-        ctx = algorithms.Context(policy, ref_params, True, reward_fn, None)
-        objective = algorithm.make(algorithm, ctx, hp)
-        params, _ = fit(objective, algorithm.init(ref_params), data, k_fit, steps=steps, optimizer=optimizer)
+        params, _ = train_policy(
+            policy, algorithm, data, hp, key, exact=True, steps=steps, reward_model=rm, learning_rate=learning_rate
+        )
         return policy.table(algorithm.policy_params(params))
 
     return jax.vmap(one)(keys_B, data_B)
@@ -155,19 +118,19 @@ def sample_counts(env, mu_XxY, n_pairs, keys) -> np.ndarray:
     with ``keys[b]``, as ``Multinomial(N, labelled_pair_probs)``: the distribution of the counts of
     ``data.sample_pairs`` without drawing N rows. One compiled program for every N. Shape (B, X, Y, Y)."""
     mus = list(mu_XxY) if isinstance(mu_XxY, list) else [mu_XxY] * len(keys)
-    probs = np.stack([labelled_pair_probs(env, mu).ravel() for mu in mus])
+    probs = np.stack([labelled_pair_probs(env, mu) for mu in mus])
     counts = _sample_counts(jnp.stack(keys), jnp.asarray(n_pairs, jnp.float32), jnp.asarray(probs, jnp.float32))
     counts = np.rint(np.asarray(counts)).astype(np.int64)
     return counts.reshape(len(keys), env.n_prompts, env.n_responses, env.n_responses)
 
 
 def train_on_counts(env, algorithm, counts_BxXxYxY, keys, *, steps: int, learning_rate: float = 0.05) -> np.ndarray:
-    """Train ``algorithm`` on each dataset of pair counts (as :func:`empirical_batch`); returns ``logp_BxXxY``.
+    """Train ``algorithm`` on each dataset of pair counts (``data.empirical_batch``); returns ``logp_BxXxY``.
 
     On-policy expectations are exact; full-batch Adam for ``steps`` steps (the reward model first, for RLHF).
     All datasets share one compiled program.
     """
-    batches = [empirical_batch(c) for c in counts_BxXxYxY]
+    batches = [D.empirical_batch(c) for c in counts_BxXxYxY]
     data_B = jax.tree.map(lambda *a: jnp.stack(a), *batches)
     hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
     logp = _train(jnp.stack(keys), env, data_B, hp, algorithm=algorithm, steps=steps, learning_rate=learning_rate)

@@ -136,7 +136,7 @@ def test_empirical_batch_is_the_sampled_loss():
     mu = np.asarray(env.pi_ref_XxY)
     pair, pref = coverage.pair_table(mu), bandits.preference_table(env.reward_XxY)
     sampled = D.sample_pairs(jax.random.key(1), env.rho_X, pair, pref, 500)
-    compressed = rates.empirical_batch(rates.pair_counts(sampled, 3, 8))
+    compressed = D.empirical_batch(D.pair_counts(sampled, 3, 8))
     logp = jax.nn.log_softmax(jax.random.normal(jax.random.key(2), (3, 8)))
     ref = np.log(mu)
 
@@ -155,7 +155,7 @@ def test_multinomial_counts_match_sample_pairs():
     sampled = D.sample_pairs(
         jax.random.key(3), env.rho_X, coverage.pair_table(mu), bandits.preference_table(env.reward_XxY), n
     )
-    c_rows = rates.pair_counts(sampled, env.n_prompts, env.n_responses)
+    c_rows = D.pair_counts(sampled, env.n_prompts, env.n_responses)
     c_multi = rates.sample_counts(env, mu, [n], [jax.random.key(4)])[0]
     for c in (c_rows, c_multi):
         assert c.sum() == n
