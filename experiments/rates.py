@@ -55,7 +55,7 @@ import pandas as pd
 from coverage_lab import algorithms, bandits, coverage, exact, metrics, plotting
 from coverage_lab import data as D
 from coverage_lab.policies import bounded_reward_model, default_policy
-from coverage_lab.simulation import simulate, train_policy
+from coverage_lab.simulation import default_optimizer, fit_reward_model, simulate, train_policy
 
 SHAPE = (3, 8)  # prompts, responses; separation_map uses the same shape, so the compiled programs are shared
 N_GRID = (100, 300, 1000, 3000, 10_000, 30_000, 100_000)
@@ -102,11 +102,16 @@ def _sample_counts(keys_B, n_B, p_BxXxYxY):
 
 @functools.partial(jax.jit, static_argnames=("algorithm", "steps", "learning_rate"))
 def _train(keys_B, env, data_B, hp, *, algorithm, steps, learning_rate):
+    optimizer = default_optimizer(learning_rate, steps)
+
     def one(key, data):
-        rm = bounded_reward_model(env, hp["r_max"]) if algorithm.reward_model else None
+        reward_fn = None
+        if algorithm.reward_model:
+            rm = bounded_reward_model(env, hp["r_max"])
+            reward_fn = functools.partial(rm.rewards, fit_reward_model(rm, data, key, steps=steps, optimizer=optimizer))
         policy = default_policy(env)
         params, _ = train_policy(
-            policy, algorithm, data, hp, key, exact=True, steps=steps, reward_model=rm, learning_rate=learning_rate
+            policy, algorithm, data, hp, key, exact=True, steps=steps, reward_fn=reward_fn, optimizer=optimizer
         )
         return policy.table(algorithm.policy_params(params))
 
