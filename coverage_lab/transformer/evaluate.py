@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from coverage_lab import _validate as V
 from coverage_lab import losses
@@ -71,8 +72,8 @@ def make_evaluator(
     gold_ref = T.gold_reward(task, x_flat, y_ref)
     ref_table = policy.table(ref_params) if task.enumerable else None
     uncovered_XxY = None
+    y_all = jnp.asarray(T.responses(task)) if task.enumerable else None
     if task.enumerable:
-        y_all = jnp.asarray(T.responses(task))
         uncovered_XxY = jax.vmap(lambda x: T.uncovered(mu_logp_XxV, jnp.full(y_all.shape[0], x), y_all))(x_X)
         reward_XxY = jax.vmap(lambda x: T.gold_reward(task, jnp.full(y_all.shape[0], x), y_all))(x_X)
     m = min(n_data, data.size)
@@ -80,9 +81,19 @@ def make_evaluator(
     good = jnp.asarray(task.good_V)
     bad = jnp.asarray(task.bad_V)
 
+    # one forward pass of the policy over every sequence it is scored on (fewer programs to compile)
+    x_eval = [x_flat, x_d, x_d]
+    sizes = [x_flat.shape[0], m, m]
+    if task.enumerable:
+        x_eval.append(jnp.repeat(x_X, task.n_responses))
+        sizes.append(task.n_prompts * task.n_responses)
+    x_eval = jnp.concatenate(x_eval)
+    splits = list(np.cumsum(sizes)[:-1])
+
     def evaluate(params):
         y = flat(policy.sample(params, k_pi, x_X, n_samples))
-        logp = policy.log_probs(params, x_flat, y)
+        y_eval = [y, y_w, y_l] + ([jnp.tile(y_all, (task.n_prompts, 1))] if task.enumerable else [])
+        logp, lp_w, lp_l, *table = jnp.split(policy.log_probs(params, x_eval, jnp.concatenate(y_eval)), splits)
         ref_logp = policy.log_probs(ref_params, x_flat, y)
         gold = T.gold_reward(task, x_flat, y)
         out = {
@@ -93,13 +104,13 @@ def make_evaluator(
             "ood_mass_mc": T.uncovered(mu_logp_XxV, x_flat, y).mean(),
             "good_token_rate": good[y].mean(),
             "bad_token_rate": bad[y].mean(),
-            "logp_chosen": policy.log_probs(params, x_d, y_w).mean(),
-            "logp_rejected": policy.log_probs(params, x_d, y_l).mean(),
+            "logp_chosen": lp_w.mean(),
+            "logp_rejected": lp_l.mean(),
         }
         if rewards is not None:
             out["rm_score"] = rewards(x_flat, y).mean()
         if task.enumerable:
-            table = policy.table(params)
+            table = table[0].reshape(task.n_prompts, task.n_responses)
             p = jnp.exp(table)
             out["kl"] = exact_kl(table, ref_table)
             out["reward"] = jnp.sum(p * reward_XxY, -1).mean()

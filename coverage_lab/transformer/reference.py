@@ -90,7 +90,6 @@ def corpus_batch(key, size: str | S.Size) -> Batch:
     return Batch(x, y, y, w, ones, ones, x, w)
 
 
-@functools.partial(jax.jit, static_argnames="size")
 def _train(key, size: S.Size):
     task = T.make_task(size.task)
     policy = sequence_policy(task, size.model)
@@ -109,6 +108,9 @@ def _train(key, size: S.Size):
     return params, metrics["loss"]
 
 
+_TRAIN = {fast: S.jit(_train, fast_compile=fast, static_argnames="size") for fast in (False, True)}
+
+
 def train_reference(size: str | S.Size, key=None):
     """Train ``pi_ref`` of ``size`` from ``key`` (default ``jax.random.key(0)``), without the cache.
 
@@ -117,7 +119,7 @@ def train_reference(size: str | S.Size, key=None):
     size = S.get(size)
     key = jax.random.key(0) if key is None else key
     V.key("key", key)
-    return _train(key, size)
+    return _TRAIN[size.fast_compile](key, size)
 
 
 def _template(size: S.Size):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -23,10 +24,13 @@ from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
 from coverage_lab.train import fit
 from coverage_lab.transformer import evaluate as E
+from coverage_lab.transformer import model as M
 from coverage_lab.transformer import reference as R
 from coverage_lab.transformer import sizes as S
 from coverage_lab.transformer import task as T
 from coverage_lab.transformer.policy import reward_model, sequence_policy
+
+SNAPSHOT_LIMIT = 50_000_000  # parameters x log points kept in memory to evaluate after training
 
 
 class GoldPreference:
@@ -67,6 +71,7 @@ def simulate(
     normalize: bool = False,
     rm_eval: bool = False,
     ref_key: jax.Array | None = None,
+    fast_compile: bool | None = None,
 ) -> pd.DataFrame:
     """Fine-tune ``pi_ref`` of ``size`` with ``algorithm`` on offline pairs from ``mu``; metrics over training.
 
@@ -83,6 +88,7 @@ def simulate(
       normalize: length-normalised sequence log-probabilities in the objective (per-token mean ``d``).
       rm_eval: fit the reward model even if the algorithm does not use it, to report ``rm_score``.
       ref_key: key of the reference's training (default ``jax.random.key(0)``; cached on disk).
+      fast_compile: compile without XLA's backend optimisations (default: the size's ``fast_compile``).
 
     Returns:
       A tidy DataFrame: ``algorithm``, ``seed``, ``step``, ``metric``, ``value`` (metrics: ``evaluate.names``
@@ -109,7 +115,8 @@ def simulate(
     hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
     static = dict(size=size, algorithm=algorithm, exact=bool(exact), normalize=bool(normalize), rm_eval=bool(rm_eval))
     static |= dict(learning_rate=float(learning_rate), label_temperature=float(label_temperature), **opt)
-    logs = _run(keys, ref_params, mu_logp, hp, **static)
+    fast = size.fast_compile if fast_compile is None else bool(fast_compile)
+    logs = _RUN[fast](keys, ref_params, mu_logp, hp, **static)
     df = _tidy(logs, seed_ids)
     df.insert(0, "algorithm", algorithm.name)
     df["size"] = size.name
@@ -119,6 +126,20 @@ def simulate(
     for k, v in algorithm.hparams.items():
         df[k] = float(v)
     return df
+
+
+def simulate_many(size: str | S.Size, algorithms: Sequence[A.Algorithm], *, key: jax.Array, **options) -> pd.DataFrame:
+    """:func:`simulate` for several algorithms with the same ``key`` (so the same offline pairs per seed), their
+    programs compiled and run in parallel threads (XLA compiles outside the GIL; compiling dominates on a CPU).
+
+    Returns the algorithms' tidy tables concatenated in the order given.
+    """
+    if not algorithms or not all(isinstance(a, A.Algorithm) for a in algorithms):
+        raise ValueError("algorithms must be a non-empty sequence of coverage_lab.algorithms.Algorithm")
+    R.reference_params(S.get(size), key=options.get("ref_key"))  # trained (or loaded) once, before the threads
+    with ThreadPoolExecutor(max_workers=len(algorithms)) as pool:
+        futures = [pool.submit(simulate, size, alg, key=key, **options) for alg in algorithms]
+        return pd.concat([f.result() for f in futures], ignore_index=True)
 
 
 def _run_one(key, ref_params, mu_logp, hp, *, size, algorithm, exact, normalize, rm_eval, **o):
@@ -165,6 +186,9 @@ def _run_one(key, ref_params, mu_logp, hp, *, size, algorithm, exact, normalize,
         data=data,
         rewards=rewards,
     )
+    # Small models: snapshot the parameters at each log point and evaluate them all afterwards, so the
+    # evaluation is compiled once (fit evaluates the first log point outside its scan, the rest inside).
+    snapshot = M.n_params(ref_params) * (o["steps"] // o["log_every"] + 1) <= SNAPSHOT_LIMIT
     _, logs = fit(
         objective,
         algorithm.init(ref_params),
@@ -174,9 +198,11 @@ def _run_one(key, ref_params, mu_logp, hp, *, size, algorithm, exact, normalize,
         optimizer=optimizer,
         batch_size=batch_size,
         log_every=o["log_every"],
-        evaluate=lambda p: evaluate(algorithm.policy_params(p)),
+        evaluate=lambda p: algorithm.policy_params(p) if snapshot else evaluate(algorithm.policy_params(p)),
         project=algorithm.project,
     )
+    if snapshot:
+        logs["eval"] = jax.lax.map(evaluate, logs["eval"])
     return logs
 
 
@@ -186,10 +212,12 @@ _STATIC = (
 )  # fmt: skip
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
 def _run(keys, ref_params, mu_logp, hp, **static):
     run = functools.partial(_run_one, **static)
     return jax.vmap(run, in_axes=(0, None, None, None))(keys, ref_params, mu_logp, hp)
+
+
+_RUN = {fast: S.jit(_run, fast_compile=fast, static_argnames=_STATIC) for fast in (False, True)}
 
 
 def _tidy(logs, seed_ids) -> pd.DataFrame:

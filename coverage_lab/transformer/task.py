@@ -6,7 +6,7 @@ then ``n_rare_bad`` rare bad ones), followed by ``n_prompt_tokens`` prompt-only 
 prompt tokens; a response is ``response_len`` response tokens.
 
 - Gold reward: ``r*(x, y) = R_max * mean_t s(x, y_t)`` with per-prompt token scores ``s`` in ``[0, 1]``:
-  common tokens ``U(0, 0.7)`` (their ranking depends on the prompt), rare good tokens 1, rare bad tokens 0.
+  common tokens ``U(0, 0.8)`` (their ranking depends on the prompt), rare good tokens 1, rare bad tokens 0.
 - Corpus (what the reference is trained on): positions i.i.d. given the prompt, each rare token with
   probability ``rare_prob``, common tokens sharing the rest by a prompt-dependent softmax.
 - ``mu`` (the offline response distribution): the corpus with every rare token's probability multiplied by
@@ -127,7 +127,7 @@ def make_task(config: TaskConfig) -> Task:
         corpus_logp = np.log(corpus)
     score = np.concatenate(
         [
-            rng.uniform(0.0, 0.7, (c.n_prompts, c.n_common)),
+            rng.uniform(0.0, 0.8, (c.n_prompts, c.n_common)),
             np.ones((c.n_prompts, c.n_rare_good)),
             np.zeros((c.n_prompts, c.n_rare_bad)),
         ],
@@ -149,7 +149,8 @@ def check_responses(task: Task, x_B, y_BxL) -> None:
     _check_task(task)
     if jnp.ndim(x_B) != 1 or jnp.ndim(y_BxL) != 2 or jnp.shape(y_BxL) != (jnp.shape(x_B)[0], task.response_len):
         raise ValueError(
-            f"x_B must have shape (B,) and y_BxL shape (B, {task.response_len}); got {jnp.shape(x_B)}, {jnp.shape(y_BxL)}"
+            f"x_B must have shape (B,) and y_BxL shape (B, {task.response_len}); "
+            f"got {jnp.shape(x_B)}, {jnp.shape(y_BxL)}"
         )
     if V.is_concrete(x_B) and V.is_concrete(y_BxL):
         x, y = np.asarray(x_B), np.asarray(y_BxL)
@@ -190,13 +191,16 @@ def sample_iid(key, token_logp_XxV, x_B, length: int):
     return jax.random.categorical(key, logits[:, None, :], shape=(x_B.shape[0], length)).astype(jnp.int32)
 
 
+_sample_iid_jit = jax.jit(sample_iid, static_argnums=3)
+
+
 def sample_corpus(key, task: Task, per_prompt: int):
     """The supervised corpus: ``per_prompt`` responses for every prompt. Returns ``(x_N, y_NxL)``."""
     V.key("key", key)
     _check_task(task)
     per_prompt = V.integer("per_prompt", per_prompt, minimum=1)
     x = jnp.repeat(jnp.arange(task.n_prompts, dtype=jnp.int32), per_prompt)
-    return x, sample_iid(key, task.corpus_logp_XxV, x, task.response_len)
+    return x, _sample_iid_jit(key, jnp.asarray(task.corpus_logp_XxV, jnp.float32), x, task.response_len)
 
 
 def preference(task: Task, x_B, y_BxL, y2_BxL, temperature: float = 1.0):
@@ -220,7 +224,7 @@ def sample_pairs(
     mu = V.array("mu_token_logp_XxV", mu_token_logp_XxV, ndim=2, finite=False)
     V.shape("mu_token_logp_XxV", mu, task.corpus_logp_XxV.shape)
     V.prob_table("exp(mu_token_logp_XxV)", np.exp(mu))
-    return _sample_pairs(key, task, n, jnp.asarray(mu, jnp.float32), temperature, deterministic)
+    return _sample_pairs_jit(key, task, n, jnp.asarray(mu, jnp.float32), float(temperature), bool(deterministic))
 
 
 def _sample_pairs(key, task, n, mu_logp_XxV, temperature=1.0, deterministic=False) -> Batch:
@@ -239,6 +243,9 @@ def _sample_pairs(key, task, n, mu_logp_XxV, temperature=1.0, deterministic=Fals
     w = jnp.full((n,), 1.0 / n, jnp.float32)
     mu_w, mu_l = (jnp.exp(sequence_logp(mu_logp_XxV, x, v)) for v in (y_w, y_l))
     return Batch(x, y_w, y_l, w, mu_w, mu_l, x, w)
+
+
+_sample_pairs_jit = jax.jit(_sample_pairs, static_argnums=(1, 2, 4, 5))
 
 
 def responses(task: Task) -> np.ndarray:

@@ -1,0 +1,164 @@
+"""The transformer track reuses the shared losses and algorithms (same values through the bandit path), and
+``simulate`` runs every algorithm through the one training loop, sampled and exact, seeds vmapped."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from coverage_lab import algorithms as A
+from coverage_lab import losses, policies
+from coverage_lab.data import Batch
+from coverage_lab.transformer import evaluate as E
+from coverage_lab.transformer import model as M
+from coverage_lab.transformer import policy as P
+from coverage_lab.transformer import run as RN
+from coverage_lab.transformer import sizes as S
+from coverage_lab.transformer import task as T
+
+TOY = S.get("toy")
+TASK = T.make_task(TOY.task)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    """The reference cache in a temporary folder shared by the transformer test modules of this session."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COVERAGE_LAB_CACHE", str(tmp_path_factory.getbasetemp() / "coverage_lab_cache"))
+        yield
+
+
+def peaked(key, scale=20.0):
+    p = jax.jit(M.init, static_argnames="config")(key, TOY.model)
+    return {**p, "w_out": p["w_out"] * scale}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """Two transformer policies and a batch of token pairs from mu."""
+    pi, ref = peaked(jax.random.key(1)), peaked(jax.random.key(2))
+    data = T.sample_pairs(jax.random.key(3), TASK, 32, T.mu_token_logp(TASK, 1.0))
+    return pi, ref, data
+
+
+def bandit_twin(policy, pi, ref, data):
+    """The same pairs as a bandit: prompt i = pair i, response 0 = y_w, 1 = y_l, log-probability tables (B, 2)
+    filled with the transformer's own sequence log-probabilities; a tabular ``Policy`` over them."""
+
+    def table_of(params):
+        return jnp.stack(
+            [policy.log_probs(params, data.x_B, data.y_w_B), policy.log_probs(params, data.x_B, data.y_l_B)], 1
+        )
+
+    tables = {"pi": table_of(pi), "ref": table_of(ref)}
+    twin = policies.from_table(lambda key: tables["pi"], lambda t: t)
+    b = data.size
+    idx = jnp.arange(b, dtype=jnp.int32)
+    zeros, ones = jnp.zeros(b, jnp.int32), jnp.ones(b, jnp.int32)
+    batch = Batch(idx, zeros, ones, data.weight_B, data.mu_w_B, data.mu_l_B, idx, data.weight_B)
+    return twin, tables, batch
+
+
+@pytest.mark.parametrize(
+    "algorithm, normalize",
+    [(A.dpo(0.1), False), (A.ipo(0.2), False), (A.ipo(0.2), True), (A.dpo(0.5), True)],
+    ids=["dpo", "ipo-summed", "ipo-length-normalised", "dpo-length-normalised"],
+)
+def test_same_log_probs_give_identical_losses_through_both_paths(setup, algorithm, normalize, monkeypatch):
+    pi, ref, data = setup
+    policy = P.sequence_policy(TASK, TOY.model, normalize=normalize)
+    twin, tables, batch = bandit_twin(policy, pi, ref, data)
+    hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
+    called = []
+    shared = getattr(losses, algorithm.name)
+    monkeypatch.setattr(losses, algorithm.name, lambda *a: called.append(True) or shared(*a))
+    transformer = algorithm.make(algorithm, A.Context(policy, ref, False), hp)(pi, data, jax.random.key(0))[0]
+    bandit = algorithm.make(algorithm, A.Context(twin, tables["ref"], False), hp)(tables["pi"], batch, None)[0]
+    assert len(called) == 2  # the shared loss function, once per path
+    assert float(transformer) == float(bandit)
+    if normalize:  # length-normalised: d is the per-token mean of the summed log-ratio
+        summed = P.sequence_policy(TASK, TOY.model)
+        np.testing.assert_allclose(
+            policy.log_probs(pi, data.x_B, data.y_w_B), summed.log_probs(pi, data.x_B, data.y_w_B) / 3, rtol=1e-6
+        )
+
+
+@pytest.mark.parametrize("name", ["hypo", "rlhf"])
+def test_exact_on_policy_terms_identical_through_the_bandit_path(setup, name):
+    """HyPO's exact KL and RLHF's exact expected reward from the enumerated table: the transformer's table fed
+    to a tabular policy gives the same objective."""
+    pi, ref, data = setup
+    policy = P.sequence_policy(TASK, TOY.model)
+    table = jax.jit(policy.table)
+    t_pi, t_ref = table(pi), table(ref)
+    twin = policies.from_table(lambda key: t_pi, lambda t: t)
+    r_XxY = jax.random.uniform(jax.random.key(9), t_pi.shape) * 5.0
+    reward_fn = lambda x, y: r_XxY[x, y]  # noqa: E731  (indices on the exact path, as simulate passes them)
+    algorithm = A.hypo(0.1, lam=0.3, k=4) if name == "hypo" else A.rlhf(0.1, r_max=5.0, k=4)
+    hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
+    prompts = jnp.arange(4, dtype=jnp.int32)
+    batch = data._replace(prompt_x_P=prompts, prompt_w_P=jnp.full(4, 0.25, jnp.float32))
+    ctx_t = A.Context(policy, ref, True, reward_fn)
+    ctx_b = A.Context(twin, t_ref, True, reward_fn)
+    t_val = algorithm.make(algorithm, ctx_t, hp)(pi, batch, None)
+    if name == "hypo":  # the DPO part needs index pairs on the bandit path: compare the KL term
+        np.testing.assert_allclose(t_val[1]["kl_penalty"], E.exact_kl(t_pi, t_ref), rtol=1e-6)
+        _, b_kl = A.on_policy(ctx_b, t_pi, batch, None, 4, lambda x, y, t: t)
+        _, t_kl = A.on_policy(ctx_t, pi, batch, None, 4, lambda x, y, t: t)
+        assert float(t_kl) == float(b_kl)
+    else:
+        b_val = algorithm.make(algorithm, ctx_b, hp)(t_pi, batch, None)
+        assert float(t_val[0]) == float(b_val[0])
+
+
+def test_simulate_toy_all_algorithms_sampled():
+    for alg in (A.dpo(0.1), A.hypo(0.1, lam=0.01, k=4), A.rlhf(0.1, r_max=5.0, k=4)):
+        df = RN.simulate("toy", alg, key=jax.random.key(0), seeds=2, steps=20, learning_rate=3e-3, rm_eval=True)
+        assert list(df.columns[:5]) == ["algorithm", "seed", "step", "metric", "value"]
+        assert set(df["metric"]) == set(E.names(TASK, reward_model=True)) | {"loss"}
+        assert sorted(df["seed"].unique()) == [0, 1] and sorted(df["step"].unique()) == [0, 10, 20]
+        assert np.isfinite(df["value"]).all() and (df["size"] == "toy").all() and (df["algorithm"] == alg.name).all()
+        at0 = df[df["step"] == 0].groupby("metric")["value"].mean()
+        assert at0["kl"] == 0.0 and at0["kl_k1"] == 0.0  # the policy starts at pi_ref
+        assert abs(at0["win_rate"] - 0.5) < 0.1 and abs(at0["reward"] - at0["gold_reward"]) < 0.3
+        last = df[df["step"] == 20].groupby("metric")["value"].mean()
+        assert last["kl"] > 0
+
+
+def test_simulate_exact_paths_and_online_dpo():
+    for alg in (
+        A.hypo(0.1, lam=0.1, k=4),
+        A.rlhf(0.1, r_max=5.0, k=4),
+        A.online_dpo(0.1),
+        A.online_dpo(0.1, label_with_reward_model=True, r_max=5.0),
+    ):
+        df = RN.simulate("toy", alg, key=jax.random.key(0), seeds=1, steps=10, log_every=5, exact=True)
+        assert np.isfinite(df["value"]).all(), alg.name
+    sampled = RN.simulate("toy", A.online_dpo(0.1), key=jax.random.key(0), seeds=1, steps=10, log_every=5)
+    assert np.isfinite(sampled["value"]).all()
+
+
+def test_simulate_ipo_length_normalised_and_mu_rare():
+    df = RN.simulate(
+        "toy", A.ipo(0.5), key=jax.random.key(0), seeds=1, steps=10, log_every=5, normalize=True, mu_rare=1.0
+    )
+    assert df["normalize"].all() and (df["mu_rare"] == 1.0).all()
+    at0 = df[df["step"] == 0].set_index("metric")["value"]
+    assert at0["ood_mass"] == 0.0  # mu shows every token: nothing is uncovered
+
+
+def test_simulate_validation():
+    with pytest.raises(ValueError, match="size"):
+        RN.simulate("nope", A.dpo(), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="algorithm"):
+        RN.simulate("toy", "dpo", key=jax.random.key(0))
+    with pytest.raises(ValueError, match="exact"):
+        RN.simulate("small", A.dpo(), key=jax.random.key(0), exact=True)
+    with pytest.raises(ValueError, match="log_every"):
+        RN.simulate("toy", A.dpo(), key=jax.random.key(0), steps=10, log_every=3)
+    with pytest.raises(ValueError, match="seeds"):
+        RN.simulate("toy", A.dpo(), key=jax.random.key(0), seeds=[-1])
+    with pytest.raises(ValueError, match="key"):
+        RN.simulate("toy", A.dpo(), key=0)
+    with pytest.raises(ValueError, match="mu_rare"):
+        RN.simulate("toy", A.dpo(), key=jax.random.key(0), mu_rare=-0.5)
