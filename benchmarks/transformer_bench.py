@@ -58,11 +58,13 @@ def _algorithm(name: str, size: S.Size) -> A.Algorithm:
     return factories[name]()
 
 
-def _timed(fn, *args):
-    jax.block_until_ready(fn(*args))  # compile + first run
+def _compiled(fn, *args):
+    """``(executable, seconds of one timed call)``: compiled once, run once to warm up, then timed."""
+    executable = jax.jit(fn).lower(*args).compile()
+    jax.block_until_ready(executable(*args))
     start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start
+    jax.block_until_ready(executable(*args))
+    return executable, time.perf_counter() - start
 
 
 def peak_bytes() -> float:
@@ -94,27 +96,25 @@ def measure(size: str | S.Size, name: str, *, steps: int, batch_size: int | None
     objective = alg.make(alg, ctx, {k: jnp.float32(v) for k, v in alg.hparams.items()})
     optimizer = optax.adam(1e-4)
 
-    @jax.jit
     def train(params, key):
         return fit(objective, params, data, key, steps=steps, optimizer=optimizer, batch_size=b, project=alg.project)
 
-    params = alg.init(ref)
-    step_s = _timed(train, params, k_fit) / steps
-    temp = train.lower(params, k_fit).compile().memory_analysis()
-    temp_bytes = float(getattr(temp, "temp_size_in_bytes", np.nan)) if temp is not None else np.nan
+    executable, seconds = _compiled(train, alg.init(ref), k_fit)
+    step_s = seconds / steps
+    memory = executable.memory_analysis()
+    temp_bytes = float(getattr(memory, "temp_size_in_bytes", np.nan)) if memory is not None else np.nan
 
     sample_s = 0.0
     if alg.k:
         prompts = jnp.arange(b, dtype=jnp.int32) % task.n_prompts
 
-        @jax.jit
         def sample_all(params, key):
             def one(_, k):
                 return None, policy.sample(params, k, prompts, alg.k)
 
             return jax.lax.scan(one, None, jax.random.split(key, steps))[1]
 
-        sample_s = _timed(sample_all, ref, k_sample) / steps
+        sample_s = _compiled(sample_all, ref, k_sample)[1] / steps
     L = task.response_len
     tokens = {"dpo": 2 * b * L, "hypo": 2 * b * L + b * alg.k * L, "rlhf": b * alg.k * L}[name]
     return {

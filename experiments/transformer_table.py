@@ -1,9 +1,9 @@
 """Table 1 in the transformer: DPO, HyPO and RLHF at two model sizes — win rate, RM score, reverse KL, gold reward.
 
 arXiv:2406.01462, Table 1 (SPEC §5), in miniature: the setting of ``transformer_reverse_kl`` (same task,
-algorithms and hyper-parameters) at two model sizes (``small``: d_model 32, 2 layers; ``medium``: d_model 64,
-3 layers; column ``model_size``), each with its own supervised ``pi_ref``. At the end of training, mean ± std
-over seeds of:
+algorithms and hyper-parameters) at two model sizes (column ``model_size``: ``small``, d_model 32, 2 layers,
+27k parameters; ``medium``, d_model 64, 2 layers, 102k parameters), each with its own supervised ``pi_ref``.
+At the end of training, mean ± std over seeds of:
 
 - ``win_rate``: the share of prompts-and-samples where a response of the policy beats a response of ``pi_ref``
   under the gold reward (ties count half), on ``eval_samples`` pairs per prompt;
@@ -87,7 +87,7 @@ def plot(df: pd.DataFrame):
     """One panel per column of the table: bars (mean over seeds, std as error bars) per model size and
     algorithm; the dashed line is ``pi_ref``."""
     f = final(df)
-    sizes = list(dict.fromkeys(f["model_size"]))
+    sizes = list(dict.fromkeys(df["model_size"]))
     algs = [a for a in ("dpo", "hypo", "rlhf") if a in set(f["algorithm"])]
     cols = [c for c in COLUMNS if c in f]
     fig, axes = plotting.figure(len(cols), 1, width=3.2, height=2.8)
@@ -104,7 +104,7 @@ def plot(df: pd.DataFrame):
         ax.set_xticks(np.arange(len(sizes)), sizes)
         ax.set_xlabel("model size")
         ax.set_title(kl_name if c == "kl" else COLUMNS[c], loc="left", fontsize=8)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(
         f"Transformer: DPO vs HyPO vs RLHF at the end of training, mean ± std over {df['seed'].nunique()} seeds "
         "(dashed: π_ref)",

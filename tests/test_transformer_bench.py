@@ -32,3 +32,38 @@ def test_benchmark_validation():
         tb.measure("toy", "dpo", steps=0)
     with pytest.raises(ValueError, match="size"):
         tb.measure("tiny", "dpo", steps=1)
+
+
+def test_gpu_size_is_consistent_without_running_it():
+    """The ``gpu`` size, abstractly (shapes only, nothing computed): a model of tens of millions of parameters
+    whose log-probabilities, sampler and HyPO gradient trace at its batch size."""
+    import jax
+    import jax.numpy as jnp
+
+    from coverage_lab import algorithms as A
+    from coverage_lab.transformer import model as M
+    from coverage_lab.transformer import sizes as S
+    from coverage_lab.transformer import task as T
+    from coverage_lab.transformer.policy import sequence_policy
+
+    size = S.get("gpu")
+    task = T.make_task(size.task)
+    assert not task.enumerable and task.vocab_size == size.model.vocab_size
+    params = jax.eval_shape(lambda k: M.init(k, size.model), jax.random.key(0))
+    assert M.n_params(params) > 5e7
+    b, length = size.batch_size, task.response_len
+    x = jax.ShapeDtypeStruct((b,), jnp.int32)
+    y = jax.ShapeDtypeStruct((b, length), jnp.int32)
+    policy = sequence_policy(task, size.model)
+    assert jax.eval_shape(policy.log_probs, params, x, y).shape == (b,)
+    samples = jax.eval_shape(lambda p, k, x: policy.sample(p, k, x, size.k), params, jax.random.key(0), x)
+    assert samples.shape == (b, size.k, length)
+    alg = A.hypo(0.1, lam=0.01, k=size.k)
+    data = T.sample_pairs(jax.random.key(0), task, b, T.mu_token_logp(task, 0.0))
+
+    def loss(p, ref, key):
+        objective = alg.make(alg, A.Context(policy, ref, False), {"beta": 0.1, "lam": 0.01})
+        return objective(p, data, key)[0]
+
+    grads = jax.eval_shape(jax.grad(loss), params, params, jax.random.key(1))
+    assert jax.tree.structure(grads) == jax.tree.structure(params)

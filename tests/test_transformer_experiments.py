@@ -64,7 +64,7 @@ def test_smoke_the_policy_leaves_pi_ref_and_dpo_lowers_the_chosen_likelihood(smo
     last = df[df["step"] == df["step"].max()].groupby(["algorithm", "metric"])["value"].median()
     first = df[df["step"] == 0].groupby(["algorithm", "metric"])["value"].median()
     for alg in ("dpo", "hypo", "rlhf"):
-        assert first[alg, "kl"] == 0.0 and last[alg, "kl"] > 0.0
+        assert abs(first[alg, "kl"]) < 1e-6 and last[alg, "kl"] > 0.01
     assert last["dpo", "logp_chosen"] < first["dpo", "logp_chosen"]
 
 

@@ -1,11 +1,19 @@
-"""``simulate`` for the transformer track: one algorithm on the token task, seeds vmapped, a tidy table out.
+"""``simulate`` for the transformer track: algorithms on the token task, seeds vmapped, a tidy table out.
 
-The transformer analogue of :mod:`coverage_lab.simulation`: the whole run of one seed — sample offline pairs
-from ``mu`` with Bradley–Terry labels from the gold reward, fit the bounded reward model if the algorithm
-has one (or if ``rm_eval`` asks for its score), train the policy through :func:`coverage_lab.train.fit` from
-``pi_ref`` — is a pure function of its key, so seeds are a ``vmap`` axis. The objectives are the shared ones
-of :mod:`coverage_lab.algorithms`; nothing is rewritten for this track. ``pi_ref`` comes from
-:func:`coverage_lab.transformer.reference.reference_params` (trained once per size, cached on disk).
+The transformer analogue of :mod:`coverage_lab.simulation`, built from its pieces
+(``simulation.fit_reward_model``, ``simulation.train_policy``) with the transformer ``Policy`` in place of the
+tabular one; the objectives are the shared ones of :mod:`coverage_lab.algorithms`, nothing is rewritten for
+this track. A run of one seed is a pure function of its key (seeds are a ``vmap`` axis), in three compiled
+programs, so that what several algorithms share is compiled and computed once (on a CPU, compiling dominates):
+
+1. data: offline pairs from ``mu`` with Bradley–Terry labels on the gold reward, and the bounded reward model
+   fitted on them (if an algorithm uses it, or ``rm_eval`` asks for its score) — once for all algorithms;
+2. training, one program per algorithm: ``train_policy`` from ``pi_ref``, keeping the parameters at each log
+   point (small models; large ones are evaluated inside the training program instead);
+3. evaluation of those snapshots (:mod:`coverage_lab.transformer.evaluate`) — one program for all algorithms.
+
+``pi_ref`` comes from :func:`coverage_lab.transformer.reference.reference_params` (trained once per size,
+cached on disk).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import pandas as pd
 
 from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
-from coverage_lab.train import fit
+from coverage_lab.simulation import fit_reward_model, train_policy
 from coverage_lab.transformer import evaluate as E
 from coverage_lab.transformer import model as M
 from coverage_lab.transformer import reference as R
@@ -30,7 +38,7 @@ from coverage_lab.transformer import sizes as S
 from coverage_lab.transformer import task as T
 from coverage_lab.transformer.policy import reward_model, sequence_policy
 
-SNAPSHOT_LIMIT = 50_000_000  # parameters x log points kept in memory to evaluate after training
+SNAPSHOT_LIMIT = 50_000_000  # parameters x log points x seeds kept to evaluate after training
 
 
 class GoldPreference:
@@ -52,9 +60,19 @@ def _seed_ids(seeds) -> list[int]:
     return [int(s) for s in ids]
 
 
-def simulate(
+def simulate(size: str | S.Size, algorithm: A.Algorithm, *, key: jax.Array, **options) -> pd.DataFrame:
+    """Fine-tune ``pi_ref`` of ``size`` with ``algorithm`` on offline pairs from ``mu``; metrics over training.
+
+    Options as :func:`simulate_many` (which this is, for one algorithm).
+    """
+    if not isinstance(algorithm, A.Algorithm):
+        raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(algorithm).__name__}")
+    return simulate_many(size, [algorithm], key=key, **options)
+
+
+def simulate_many(
     size: str | S.Size,
-    algorithm: A.Algorithm,
+    algorithms: Sequence[A.Algorithm],
     *,
     key: jax.Array,
     seeds: int | Sequence[int] = 3,
@@ -73,32 +91,43 @@ def simulate(
     ref_key: jax.Array | None = None,
     fast_compile: bool | None = None,
 ) -> pd.DataFrame:
-    """Fine-tune ``pi_ref`` of ``size`` with ``algorithm`` on offline pairs from ``mu``; metrics over training.
+    """Fine-tune ``pi_ref`` of ``size`` with each algorithm on the same offline pairs; metrics over training.
+
+    Every algorithm sees the same data and reward model per seed (a paired comparison); the algorithms'
+    training programs are compiled and run in parallel threads (XLA compiles outside the GIL).
 
     Args:
       size: a name in ``sizes.SIZES`` (``toy`` is enumerable) or a ``sizes.Size``; ``None`` arguments below
         take its defaults.
-      algorithm: from :mod:`coverage_lab.algorithms` (``dpo``, ``ipo``, ``rlhf``, ``hypo``, ``online_dpo``).
+      algorithms: from :mod:`coverage_lab.algorithms` (``dpo``, ``ipo``, ``rlhf``, ``hypo``, ``online_dpo``).
+        The reward model is bounded by the task's ``R_max``; an algorithm's own ``r_max`` must equal it.
       key: a JAX PRNG key; seed ``i`` runs on ``fold_in(key, i)``. seeds: a count ``0..n-1`` or the ids.
       mu_rare: ``mu`` shows rare tokens with ``mu_rare`` times their corpus probability (0: never).
-      n_pairs, steps, batch_size, learning_rate (Adam), reward_steps, log_every, eval_samples (per prompt):
-        the run's sizes.
+      n_pairs, steps, batch_size, learning_rate (constant-step Adam, for the policy and the reward model),
+        reward_steps, log_every, eval_samples (per prompt): the run's sizes.
       label_temperature: Bradley–Terry temperature of the gold-reward labels.
       exact: enumerate on-policy expectations (``policy.table``) instead of sampling (enumerable sizes only).
-      normalize: length-normalised sequence log-probabilities in the objective (per-token mean ``d``).
-      rm_eval: fit the reward model even if the algorithm does not use it, to report ``rm_score``.
+      normalize: length-normalised sequence log-probabilities in the objective (per-token mean ``d``; the
+        metrics always use the summed ones).
+      rm_eval: fit the reward model even if no algorithm uses it, to report ``rm_score``.
       ref_key: key of the reference's training (default ``jax.random.key(0)``; cached on disk).
       fast_compile: compile without XLA's backend optimisations (default: the size's ``fast_compile``).
 
     Returns:
-      A tidy DataFrame: ``algorithm``, ``seed``, ``step``, ``metric``, ``value`` (metrics: ``evaluate.names``
-      and ``loss``), ``size``, ``n_pairs``, ``mu_rare``, ``normalize`` and one column per hyper-parameter.
+      A tidy DataFrame: ``algorithm``, ``seed``, ``step``, ``metric``, ``value`` (metrics: ``evaluate.names``,
+      and ``loss``, the objective's ``loss`` averaged over each logging interval, from the first log point
+      after step 0), ``size``, ``n_pairs``, ``mu_rare``, ``normalize``, and one column per hyper-parameter.
     """
     size = S.get(size)
-    if not isinstance(algorithm, A.Algorithm):
-        raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(algorithm).__name__}")
+    algorithms = list(algorithms) if isinstance(algorithms, (list, tuple)) else algorithms
+    if not isinstance(algorithms, list) or not algorithms or not all(isinstance(a, A.Algorithm) for a in algorithms):
+        raise ValueError("algorithms must be a non-empty list of coverage_lab.algorithms.Algorithm")
     V.key("key", key)
     task = T.make_task(size.task)
+    r_max = task.config.r_max
+    for a in algorithms:
+        if a.reward_model and not np.isclose(a.hparams.get("r_max", r_max), r_max):
+            raise ValueError(f"{a.name}'s r_max ({a.hparams['r_max']}) must equal the task's R_max ({r_max})")
     if exact and not task.enumerable:
         raise ValueError(f"exact needs an enumerable size; {size.name} has {task.n_responses} responses")
     opt = dict(n_pairs=n_pairs, steps=steps, batch_size=batch_size, reward_steps=reward_steps)
@@ -106,126 +135,160 @@ def simulate(
     opt = {k: getattr(size, k) if v is None else V.integer(k, v, minimum=1) for k, v in opt.items()}
     if opt["steps"] % opt["log_every"]:
         raise ValueError(f"log_every ({opt['log_every']}) must divide steps ({opt['steps']})")
-    learning_rate = V.positive("learning_rate", size.learning_rate if learning_rate is None else learning_rate)
+    lr = float(V.positive("learning_rate", size.learning_rate if learning_rate is None else learning_rate))
     V.positive("label_temperature", label_temperature)
     seed_ids = _seed_ids(seeds)
     mu_logp = jnp.asarray(T.mu_token_logp(task, mu_rare), jnp.float32)
     ref_params = R.reference_params(size, key=ref_key)
-    keys = jnp.stack([jax.random.fold_in(key, s) for s in seed_ids])
-    hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
-    static = dict(size=size, algorithm=algorithm, exact=bool(exact), normalize=bool(normalize), rm_eval=bool(rm_eval))
-    static |= dict(learning_rate=float(learning_rate), label_temperature=float(label_temperature), **opt)
     fast = size.fast_compile if fast_compile is None else bool(fast_compile)
-    logs = _RUN[fast](keys, ref_params, mu_logp, hp, **static)
-    df = _tidy(logs, seed_ids)
-    df.insert(0, "algorithm", algorithm.name)
+    keys = jnp.stack([jax.random.fold_in(key, s) for s in seed_ids])
+    use_rm = bool(rm_eval) or any(a.reward_model for a in algorithms)
+    batch = min(opt["batch_size"], opt["n_pairs"])
+    common = dict(size=size, n_pairs=opt["n_pairs"], batch_size=batch, learning_rate=lr)
+    data, rm_params = _PREPARE[fast](
+        keys,
+        mu_logp,
+        **common,
+        label_temperature=float(label_temperature),
+        reward_steps=opt["reward_steps"],
+        use_rm=use_rm,
+    )
+    n_logs = opt["steps"] // opt["log_every"] + 1
+    snapshot = M.n_params(ref_params) * n_logs * len(seed_ids) <= SNAPSHOT_LIMIT
+    train = dict(common, steps=opt["steps"], log_every=opt["log_every"], eval_samples=opt["eval_samples"])
+    train |= dict(exact=bool(exact), normalize=bool(normalize), label_temperature=float(label_temperature))
+    train |= dict(snapshot=snapshot)
+    evaluation = dict(size=size, n_samples=opt["eval_samples"])
+
+    def one(alg):
+        hp = {k: jnp.float32(v) for k, v in alg.hparams.items()}
+        logs = _TRAIN[fast](keys, ref_params, data, rm_params, mu_logp, hp, algorithm=alg, **train)
+        if snapshot:
+            logs = {
+                **logs,
+                "eval": _EVALUATE[fast](keys, ref_params, logs["eval"], data, rm_params, mu_logp, **evaluation),
+            }
+        df = _tidy(logs, seed_ids)
+        df.insert(0, "algorithm", alg.name)
+        for k, v in alg.hparams.items():
+            df[k] = float(v)
+        return df
+
+    with ThreadPoolExecutor(max_workers=len(algorithms)) as pool:
+        frames = list(pool.map(one, algorithms))
+    df = pd.concat(frames, ignore_index=True)
     df["size"] = size.name
     df["n_pairs"] = opt["n_pairs"]
     df["mu_rare"] = float(mu_rare)
     df["normalize"] = bool(normalize)
-    for k, v in algorithm.hparams.items():
-        df[k] = float(v)
     return df
 
 
-def simulate_many(size: str | S.Size, algorithms: Sequence[A.Algorithm], *, key: jax.Array, **options) -> pd.DataFrame:
-    """:func:`simulate` for several algorithms with the same ``key`` (so the same offline pairs per seed), their
-    programs compiled and run in parallel threads (XLA compiles outside the GIL; compiling dominates on a CPU).
-
-    Returns the algorithms' tidy tables concatenated in the order given.
-    """
-    if not algorithms or not all(isinstance(a, A.Algorithm) for a in algorithms):
-        raise ValueError("algorithms must be a non-empty sequence of coverage_lab.algorithms.Algorithm")
-    R.reference_params(S.get(size), key=options.get("ref_key"))  # trained (or loaded) once, before the threads
-    with ThreadPoolExecutor(max_workers=len(algorithms)) as pool:
-        futures = [pool.submit(simulate, size, alg, key=key, **options) for alg in algorithms]
-        return pd.concat([f.result() for f in futures], ignore_index=True)
+def _optimizer(learning_rate):
+    return optax.adam(learning_rate)  # constant step: a climbing KL is the method's, not a schedule's
 
 
-def _run_one(key, ref_params, mu_logp, hp, *, size, algorithm, exact, normalize, rm_eval, **o):
+def _prepare_one(key, mu_logp, *, size, n_pairs, batch_size, learning_rate, label_temperature, reward_steps, use_rm):
     task = T.make_task(size.task)
-    k_data, k_rm, k_fit, k_eval = jax.random.split(key, 4)
-    data = T._sample_pairs(k_data, task, o["n_pairs"], mu_logp, o["label_temperature"])
-    batch_size = min(o["batch_size"], o["n_pairs"])
-    optimizer = optax.adam(o["learning_rate"])
+    k_data, k_rm, _, _ = jax.random.split(key, 4)
+    data = T._sample_pairs(k_data, task, n_pairs, mu_logp, label_temperature)
+    if not use_rm:
+        return data, None
+    rm = reward_model(task, size.reward_model, task.config.r_max)
+    opt = _optimizer(learning_rate)
+    return data, fit_reward_model(rm, data, k_rm, steps=reward_steps, optimizer=opt, batch_size=batch_size)
+
+
+def _train_one(key, ref_params, data, rm_params, mu_logp, hp, *, size, algorithm, exact, normalize, snapshot, **o):
+    task = T.make_task(size.task)
+    _, _, k_fit, k_eval = jax.random.split(key, 4)
     policy = sequence_policy(task, size.model, ref_params=ref_params, normalize=normalize)
-    reward_fn = rewards = None
-    if algorithm.reward_model or rm_eval:
-        rm = reward_model(task, size.reward_model, hp.get("r_max", task.config.r_max))
-        rm_params, _ = fit(
-            A.reward_model_objective(rm.rewards),
-            rm.init(k_rm),
-            data,
-            k_rm,
-            steps=o["reward_steps"],
-            optimizer=optimizer,
-            batch_size=batch_size,
-        )
-        rewards = functools.partial(rm.rewards, rm_params)
-        if algorithm.reward_model:
-            if exact:  # the exact on-policy path passes response indices, not tokens
-                rm_table = rm.table(rm_params)
-                reward_fn = lambda x, y: rm_table[x, y]  # noqa: E731
-            else:
-                reward_fn = rewards
+    rm = reward_model(task, size.reward_model, task.config.r_max)
+    reward_fn = None
+    if algorithm.reward_model:
+        if exact:  # the exact on-policy path passes response indices, not tokens
+            rm_table = rm.table(rm_params)
+            reward_fn = lambda x, y: rm_table[x, y]  # noqa: E731
+        else:
+            reward_fn = functools.partial(rm.rewards, rm_params)
     pref = GoldPreference(task, o["label_temperature"])
     if exact:
         y_all = jnp.asarray(T.responses(task))
         g = jax.vmap(lambda x: T.gold_reward(task, jnp.full(y_all.shape[0], x), y_all))(jnp.arange(task.n_prompts))
         pref = jax.nn.sigmoid((g[:, :, None] - g[:, None, :]) / o["label_temperature"])
-    ctx = A.Context(policy, ref_params, exact, reward_fn, pref)
-    objective = algorithm.make(algorithm, ctx, hp)
-    metrics_policy = sequence_policy(task, size.model, ref_params=ref_params) if normalize else policy
-    evaluate = E.make_evaluator(
-        task,
-        metrics_policy,
-        ref_params,
-        k_eval,
-        n_samples=o["eval_samples"],
-        mu_logp_XxV=mu_logp,
-        data=data,
-        rewards=rewards,
-    )
-    # Small models: snapshot the parameters at each log point and evaluate them all afterwards, so the
-    # evaluation is compiled once (fit evaluates the first log point outside its scan, the rest inside).
-    snapshot = M.n_params(ref_params) * (o["steps"] // o["log_every"] + 1) <= SNAPSHOT_LIMIT
-    _, logs = fit(
-        objective,
-        algorithm.init(ref_params),
+    if snapshot:  # the parameters at each log point, evaluated by a program of their own
+        evaluate = algorithm.policy_params
+    else:
+        evaluator = _evaluator(k_eval, ref_params, data, rm_params, mu_logp, size=size, n_samples=o["eval_samples"])
+        evaluate = lambda p: evaluator(algorithm.policy_params(p))  # noqa: E731
+    _, logs = train_policy(
+        policy,
+        algorithm,
         data,
+        hp,
         k_fit,
+        exact=exact,
         steps=o["steps"],
-        optimizer=optimizer,
-        batch_size=batch_size,
+        reward_fn=reward_fn,
+        pref_XxYxY=pref,
+        batch_size=o["batch_size"],
+        optimizer=_optimizer(o["learning_rate"]),
         log_every=o["log_every"],
-        evaluate=lambda p: algorithm.policy_params(p) if snapshot else evaluate(algorithm.policy_params(p)),
-        project=algorithm.project,
+        evaluate=evaluate,
     )
-    if snapshot:
-        logs["eval"] = jax.lax.map(evaluate, logs["eval"])
-    return logs
+    # The step-0 metrics are dropped: fit computes them with an extra forward pass of the objective outside its
+    # loop, which XLA then eliminates (a sizeable share of the compile time of this program).
+    return {**logs, "metrics": jax.tree.map(lambda m: m[1:], logs["metrics"])}
 
 
-_STATIC = (
-    "size", "algorithm", "exact", "normalize", "rm_eval", "learning_rate", "label_temperature", "n_pairs", "steps",
-    "batch_size", "reward_steps", "log_every", "eval_samples",
+def _evaluator(k_eval, ref_params, data, rm_params, mu_logp, *, size, n_samples):
+    task = T.make_task(size.task)
+    policy = sequence_policy(task, size.model, ref_params=ref_params)  # summed log-probabilities
+    rewards = None
+    if rm_params is not None:
+        rewards = functools.partial(reward_model(task, size.reward_model, task.config.r_max).rewards, rm_params)
+    return E.make_evaluator(
+        task, policy, ref_params, k_eval, n_samples=n_samples, mu_logp_XxV=mu_logp, data=data, rewards=rewards
+    )
+
+
+def _evaluate_one(key, ref_params, snapshots, data, rm_params, mu_logp, *, size, n_samples):
+    k_eval = jax.random.split(key, 4)[3]
+    evaluate = _evaluator(k_eval, ref_params, data, rm_params, mu_logp, size=size, n_samples=n_samples)
+    return jax.lax.map(evaluate, snapshots)
+
+
+def _prepare(keys, mu_logp, **static):
+    return jax.vmap(functools.partial(_prepare_one, **static), in_axes=(0, None))(keys, mu_logp)
+
+
+def _train(keys, ref_params, data, rm_params, mu_logp, hp, **static):
+    run = functools.partial(_train_one, **static)
+    return jax.vmap(run, in_axes=(0, None, 0, 0, None, None))(keys, ref_params, data, rm_params, mu_logp, hp)
+
+
+def _evaluate(keys, ref_params, snapshots, data, rm_params, mu_logp, **static):
+    run = functools.partial(_evaluate_one, **static)
+    return jax.vmap(run, in_axes=(0, None, 0, 0, 0, None))(keys, ref_params, snapshots, data, rm_params, mu_logp)
+
+
+_PREPARE_STATIC = ("size", "n_pairs", "batch_size", "learning_rate", "label_temperature", "reward_steps", "use_rm")
+_TRAIN_STATIC = (
+    "size", "algorithm", "exact", "normalize", "snapshot", "n_pairs", "batch_size", "learning_rate", "steps",
+    "log_every", "eval_samples", "label_temperature",
 )  # fmt: skip
-
-
-def _run(keys, ref_params, mu_logp, hp, **static):
-    run = functools.partial(_run_one, **static)
-    return jax.vmap(run, in_axes=(0, None, None, None))(keys, ref_params, mu_logp, hp)
-
-
-_RUN = {fast: S.jit(_run, fast_compile=fast, static_argnames=_STATIC) for fast in (False, True)}
+_PREPARE, _TRAIN, _EVALUATE = (
+    {fast: S.jit(fn, fast_compile=fast, static_argnames=names) for fast in (False, True)}
+    for fn, names in ((_prepare, _PREPARE_STATIC), (_train, _TRAIN_STATIC), (_evaluate, ("size", "n_samples")))
+)
 
 
 def _tidy(logs, seed_ids) -> pd.DataFrame:
     steps = np.asarray(logs["step"])[0]
-    values = {**logs["eval"], "loss": logs["metrics"]["loss"]}
     frames = []
-    for name, v in values.items():
+    for name, v in {**logs["eval"], "loss": logs["metrics"]["loss"]}.items():
         v = np.asarray(v, np.float64)
+        at = steps[-v.shape[1] :]  # the loss starts at the first log point after step 0
         for i, seed in enumerate(seed_ids):
-            frames.append(pd.DataFrame({"seed": seed, "step": steps, "metric": name, "value": v[i]}))
+            frames.append(pd.DataFrame({"seed": seed, "step": at, "metric": name, "value": v[i]}))
     return pd.concat(frames, ignore_index=True)

@@ -103,12 +103,12 @@ SIZES: dict[str, Size] = {
         batch_size=32, learning_rate=3e-3, reward_steps=100, eval_samples=64, log_every=10, fast_compile=True,
     ),
     "small": _size(
-        "small", CPU_TASK, (32, 2, 2), (32, 1), corpus_per_prompt=1024, ref_steps=1500, n_pairs=1024, steps=400,
-        batch_size=64, learning_rate=1e-3, reward_steps=400, eval_samples=64, log_every=20,
+        "small", CPU_TASK, (32, 2, 2), (32, 1), corpus_per_prompt=1024, ref_steps=800, n_pairs=1024, steps=250,
+        batch_size=32, learning_rate=3e-3, reward_steps=400, eval_samples=64, log_every=25,
     ),
     "medium": _size(
-        "medium", CPU_TASK, (64, 3, 4), (32, 1), corpus_per_prompt=1024, ref_steps=1500, n_pairs=1024, steps=400,
-        batch_size=64, learning_rate=1e-3, reward_steps=400, eval_samples=64, log_every=20,
+        "medium", CPU_TASK, (64, 2, 4), (32, 1), corpus_per_prompt=1024, ref_steps=800, n_pairs=1024, steps=250,
+        batch_size=32, learning_rate=3e-3, reward_steps=400, eval_samples=64, log_every=25,
     ),
     "gpu": _size(
         "gpu", GPU_TASK, (768, 12, 12), (256, 4), corpus_per_prompt=256, ref_steps=2000, ref_batch_size=256,
