@@ -1,0 +1,237 @@
+"""Seeds as a batch axis: ``S`` seeds vmapped against a Python loop over ``S`` single-seed calls, two readings.
+
+(a) **step**: one optimizer step of :func:`coverage_lab.train.fit` (objective, gradient, optax update, the
+    algorithm's projection), jitted for one seed and called ``S x steps`` times from Python, against the same
+    step vmapped over the seeds and called ``steps`` times. The step is rebuilt here from the library's pieces
+    exactly as ``fit`` builds it (``fit`` keeps it inside its ``lax.scan``); it is checked to reach the same
+    parameters in both readings.
+(b) **run**: whole compiled runs, ``coverage_lab.run(..., seeds=[s])`` called for each ``s`` against one
+    ``coverage_lab.run(..., seeds=S)``.
+(c) **breakdown** of the vmapped run's time: its training steps alone, the minibatch permutations and the pair
+    sampling, as fractions of the whole run (their sum is close to it).
+
+Default problem (as ``benchmarks/seeds.py``): HyPO (``k = 4`` on-policy samples, RLOO) on a 4x16 tabular bandit
+with sampled pairs (``n_pairs = 256``, minibatches of 32), Adam with cosine decay.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import coverage_lab as cl
+from coverage_lab import algorithms as A
+from coverage_lab import bandits, coverage
+from coverage_lab import data as D
+from coverage_lab.policies import default_policy
+from coverage_lab.simulation import default_optimizer
+
+from ._timing import best_of, compile_clock, row, wall
+
+NAME = "vmap_seeds"
+
+
+class Problem(NamedTuple):
+    env: object
+    mu: np.ndarray
+    algorithm: A.Algorithm
+    n_pairs: int
+    batch_size: int
+    learning_rate: float
+
+
+def default_problem() -> Problem:
+    env = bandits.random_tabular(jax.random.key(0), 4, 16)
+    mu = coverage.deficient(env.pi_ref_XxY, 4, env.reward_XxY)
+    return Problem(env, mu, A.hypo(beta=0.1, lam=0.1, k=4), n_pairs=256, batch_size=32, learning_rate=0.05)
+
+
+class Step(NamedTuple):
+    """``setup(key) -> state`` for one seed and ``step(state, t) -> (state, metrics)``: one step of ``fit``."""
+
+    setup: object
+    step: object
+
+
+def fit_step(problem: Problem, steps: int, optimizer: optax.GradientTransformation | None = None) -> Step:
+    """One step of ``fit`` for a sampled-data algorithm without a reward model, as a function of its state.
+
+    ``state = (params, opt_state, data, idx, k_obj)``: ``data`` the seed's sampled pairs, ``idx`` its minibatch
+    rows for every step (``data.minibatch_indices``), ``k_obj`` the objective's key, all drawn from the seed's
+    key as ``simulation._run_one`` and ``fit`` draw them. ``optimizer`` defaults to ``simulation.default_optimizer``.
+    """
+    env, mu, algorithm, n_pairs, batch_size, lr = problem
+    if algorithm.reward_model:
+        raise ValueError("the step benchmark covers algorithms without a reward model")
+    policy = default_policy(env)
+    pair = jnp.asarray(coverage.pair_table(mu), jnp.float32)
+    pref = jnp.asarray(bandits.preference_table(env.reward_XxY), jnp.float32)
+    rho = jnp.asarray(env.rho_X, jnp.float32)
+    ref_params = policy.init(jax.random.key(0))  # tabular and log-linear policies start at pi_ref whatever the key
+    hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
+    objective = algorithm.make(algorithm, A.Context(policy, ref_params, False, None, pref), hp)
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    optimizer = optimizer or default_optimizer(lr, steps)
+    batch_size = min(batch_size, n_pairs)
+
+    def setup(key):
+        k_data, _, k_fit = jax.random.split(key, 3)
+        data = D._sample_pairs(k_data, rho, pair, pref, n_pairs)
+        k_idx, k_obj = jax.random.split(k_fit)
+        idx = D.minibatch_indices(k_idx, n_pairs, batch_size, steps)
+        params = algorithm.init(ref_params)
+        return params, optimizer.init(params), data, idx, k_obj
+
+    def step(state, t):  # the body of fit's step, with its closure made explicit
+        params, opt_state, data, idx, k_obj = state
+        (_, metrics), grads = grad_fn(params, D.take(data, idx[t]), jax.random.fold_in(k_obj, t))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = algorithm.project(optax.apply_updates(params, updates), t)
+        return (params, opt_state, data, idx, k_obj), metrics
+
+    return Step(setup, step)
+
+
+def _keys(n_seeds: int) -> jax.Array:
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(1), s))(jnp.arange(n_seeds, dtype=jnp.uint32))
+
+
+def measure_step(problem: Problem, n_seeds: int, steps: int, optimizer=None) -> dict:
+    """Seconds for ``steps`` steps of ``n_seeds`` seeds: the single-seed step in a loop, the vmapped step;
+    compile seconds of each; the final parameters of both readings (``params_loop``: a list over seeds,
+    ``params_vmapped``: stacked).
+
+    The two readings agree to float rounding (about 1e-9 in the gradients), but Adam's first steps divide each
+    gradient entry by its own magnitude, so entries that are zero up to rounding move by up to the step size:
+    compare them with plain SGD (``tests/test_benchmarks.py`` does)."""
+    s = fit_step(problem, steps, optimizer)
+    states = jax.jit(jax.vmap(s.setup))(_keys(n_seeds))
+    one = jax.jit(s.step)
+    many = jax.jit(jax.vmap(s.step, in_axes=(0, None)))
+    per_seed = [jax.tree.map(lambda a, i=i: a[i], states) for i in range(n_seeds)]
+    ts = list(jnp.arange(steps, dtype=jnp.int32))
+
+    def loop():
+        seeds = list(per_seed)
+        for t in ts:
+            for i in range(n_seeds):
+                seeds[i], _ = one(seeds[i], t)
+        return seeds
+
+    def vmapped():
+        state = states
+        for t in ts:
+            state, _ = many(state, t)
+        return state
+
+    c0 = compile_clock()[0]
+    jax.block_until_ready(one(per_seed[0], ts[0]))
+    c1 = compile_clock()[0]
+    jax.block_until_ready(many(states, ts[0]))
+    c2 = compile_clock()[0]
+    t_vmapped = best_of(vmapped, 3)
+    start = time.perf_counter()
+    final_loop = jax.block_until_ready(loop())
+    t_loop = time.perf_counter() - start
+    return {
+        "loop": t_loop,
+        "vmapped": t_vmapped,
+        "compile_one": c1 - c0,
+        "compile_vmapped": c2 - c1,
+        "params_loop": [seed[0] for seed in final_loop],
+        "params_vmapped": vmapped()[0],
+    }
+
+
+def measure_run(problem: Problem, n_seeds: int, steps: int) -> dict:
+    """Seconds of whole runs: ``coverage_lab.run`` with ``n_seeds`` seeds once (first call and best of the
+    next), and ``n_seeds`` single-seed calls of one compiled program in a loop."""
+    env, mu, algorithm, n_pairs, batch_size, lr = problem
+    kw = dict(mu=mu, n_pairs=n_pairs, steps=steps, key=jax.random.key(1), batch_size=batch_size, learning_rate=lr)
+
+    def run(seeds):
+        return cl.run(env, algorithm, seeds=seeds, **kw).logs
+
+    c0 = compile_clock()[0]
+    first = wall(lambda: run(n_seeds))
+    c1 = compile_clock()[0]
+    vmapped = best_of(lambda: run(n_seeds), 3)
+    wall(lambda: run([0]))  # compile the single-seed program
+    loop = wall(lambda: [run([s]) for s in range(n_seeds)])
+    return {"first": first, "compile": c1 - c0, "vmapped": vmapped, "loop": loop}
+
+
+def breakdown(problem: Problem, n_seeds: int, steps: int) -> dict:
+    """Where the time of one vmapped ``coverage_lab.run`` goes: seconds of the whole run, of its training steps
+    alone (a ``lax.scan`` of :func:`fit_step` over the seeds' prepared states), of drawing every minibatch's
+    rows (``data.minibatch_indices``: a sort-based permutation per epoch) and of sampling the pairs
+    (``data._sample_pairs``), each vmapped over the seeds and timed after compilation."""
+    env, mu, algorithm, n_pairs, batch_size, lr = problem
+    s = fit_step(problem, steps)
+    keys = _keys(n_seeds)
+    states = jax.jit(jax.vmap(s.setup))(keys)
+    pair = jnp.asarray(coverage.pair_table(mu), jnp.float32)
+    pref = jnp.asarray(bandits.preference_table(env.reward_XxY), jnp.float32)
+    rho = jnp.asarray(env.rho_X, jnp.float32)
+    bs = min(batch_size, n_pairs)
+
+    def scanned(state):
+        return jax.lax.scan(lambda st, t: (s.step(st, t)[0], None), state, jnp.arange(steps))[0][0]
+
+    parts = {
+        "steps": (jax.jit(jax.vmap(scanned)), states),
+        "minibatch_indices": (jax.jit(jax.vmap(lambda k: D.minibatch_indices(k, n_pairs, bs, steps))), keys),
+        "sample_pairs": (jax.jit(jax.vmap(lambda k: D._sample_pairs(k, rho, pair, pref, n_pairs))), keys),
+    }
+    kw = dict(mu=mu, n_pairs=n_pairs, steps=steps, key=jax.random.key(1), batch_size=batch_size, learning_rate=lr)
+    calls = {name: (lambda f=f, a=a: f(a)) for name, (f, a) in parts.items()}
+    calls["run"] = lambda: cl.run(env, algorithm, seeds=n_seeds, **kw).logs
+    for call in calls.values():
+        wall(call)
+    best = {name: float("inf") for name in calls}
+    for _ in range(3):  # interleaved, so that a burst of load does not fall on one part only
+        for name, call in calls.items():
+            best[name] = min(best[name], wall(call))
+    return best
+
+
+def bench(seed_counts=(64, 512), run_steps: int = 500, step_steps: int = 100, problem: Problem | None = None):
+    """Rows for each seed count: step-level and run-level loop/vmapped times and their ratios; for the first
+    seed count, the breakdown of the vmapped run's time."""
+    problem = problem or default_problem()
+    rows = []
+    for n in seed_counts:
+        t = measure_step(problem, n, step_steps)
+        rows += [
+            row(NAME, f"step: {n} seeds x {step_steps} steps, single-seed step in a loop", t["loop"], "s"),
+            row(NAME, f"step: {n} seeds x {step_steps} steps, vmapped step", t["vmapped"], "s"),
+            row(NAME, f"step: {n} seeds, loop / vmapped", t["loop"] / t["vmapped"], "x"),
+            row(
+                NAME,
+                f"step: {n} seeds, compile of the vmapped step / its {step_steps} steps",
+                t["compile_vmapped"] / t["vmapped"],
+                "x",
+            ),
+        ]
+        r = measure_run(problem, n, run_steps)
+        rows += [
+            row(NAME, f"run: {n} single-seed runs of {run_steps} steps in a loop", r["loop"], "s"),
+            row(NAME, f"run: one {n}-seed run of {run_steps} steps", r["vmapped"], "s"),
+            row(NAME, f"run: {n} seeds, loop / vmapped", r["loop"] / r["vmapped"], "x"),
+            row(NAME, f"run: {n} seeds, compile / run", r["compile"] / r["vmapped"], "x"),
+        ]
+    n = seed_counts[0]
+    b = breakdown(problem, n, run_steps)
+    tag = f"run breakdown ({n} seeds x {run_steps} steps, {problem.algorithm.name}, {problem.n_pairs} sampled pairs)"
+    rows += [
+        row(NAME, f"{tag}: whole vmapped run", b["run"], "s"),
+        row(NAME, f"{tag}: training steps (lax.scan of the step) / run", b["steps"] / b["run"], "fraction"),
+        row(NAME, f"{tag}: data.minibatch_indices / run", b["minibatch_indices"] / b["run"], "fraction"),
+        row(NAME, f"{tag}: data._sample_pairs / run", b["sample_pairs"] / b["run"], "fraction"),
+    ]
+    return rows
