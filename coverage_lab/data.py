@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from coverage_lab import _validate as V
+from coverage_lab._sampling import categorical
 
 
 class Batch(NamedTuple):
@@ -112,11 +113,12 @@ def sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n: int) -> Batch:
 
 
 def _sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n):
-    n_responses = pair_XxYxY.shape[-1]
-    k_x, k_pair, k_label = jax.random.split(key, 3)
-    x = jax.random.categorical(k_x, jnp.log(rho_X), shape=(n,))
-    flat = jax.random.categorical(k_pair, jnp.log(pair_XxYxY.reshape(pair_XxYxY.shape[0], -1))[x])
-    y, y2 = flat // n_responses, flat % n_responses
+    n_prompts, n_responses = pair_XxYxY.shape[:2]
+    k_pair, k_label = jax.random.split(key)
+    joint = (rho_X[:, None, None] * pair_XxYxY).reshape(1, -1)  # (x, y, y') jointly: one uniform per pair
+    flat = categorical(k_pair, jnp.log(joint), n)[0]
+    x, rest = flat // n_responses**2, flat % n_responses**2
+    y, y2 = rest // n_responses, rest % n_responses
     y_first_wins = jax.random.uniform(k_label, (n,)) < pref_XxYxY[x, y, y2]
     y_w, y_l = jnp.where(y_first_wins, y, y2), jnp.where(y_first_wins, y2, y)
     mu = _marginal(pair_XxYxY)

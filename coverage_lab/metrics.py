@@ -17,6 +17,7 @@ import numpy as np
 
 from coverage_lab import _validate as V
 from coverage_lab import exact, losses
+from coverage_lab._sampling import categorical
 from coverage_lab.bandits import LinearBandit, TabularBandit
 from coverage_lab.data import Batch
 
@@ -111,10 +112,9 @@ def sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples: int = 64) -> dict[
 def _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples):
     logp = jnp.asarray(logp_NxXxY, jnp.float32)
     logp = logp - jax.nn.logsumexp(logp, -1, keepdims=True)
-    y_SxNxX = jax.random.categorical(key, logp, shape=(n_samples, *logp.shape[:-1]))
-    lp = jnp.take_along_axis(logp, jnp.moveaxis(y_SxNxX, 0, -1), -1)  # (N, X, S)
-    ref = jnp.log(jnp.asarray(pi_ref_XxY, jnp.float32))[
-        jnp.arange(logp.shape[1])[:, None], jnp.moveaxis(y_SxNxX, 0, -1)
-    ]
+    n, x, y = logp.shape
+    y_NxXxS = categorical(key, logp.reshape(n * x, y), n_samples).reshape(n, x, n_samples)
+    lp = jnp.take_along_axis(logp, y_NxXxS, -1)
+    ref = jnp.log(jnp.asarray(pi_ref_XxY, jnp.float32))[jnp.arange(x)[:, None], y_NxXxS]
     rho = jnp.asarray(rho_X, jnp.float32)
     return {name: fn(lp, ref).mean(-1) @ rho for name, fn in (("kl_k1", losses.kl_k1), ("kl_k3", losses.kl_k3))}

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from coverage_lab._sampling import categorical
 from coverage_lab.bandits import LinearBandit, TabularBandit
 
 Params = Any
@@ -51,12 +52,7 @@ def from_table(init: Callable[[jax.Array], Params], table: Callable[[Params], ja
         return table(params)[x_B, y_B]
 
     def sample(params, key, x_B, k):
-        # Inverse CDF: one uniform per sample, where Gumbel-max (jax.random.categorical) draws one per response.
-        logp_BxY = table(params)[x_B]
-        cdf_BxY = jnp.cumsum(jnp.exp(logp_BxY - jax.nn.logsumexp(logp_BxY, -1, keepdims=True)), -1)
-        u_BxK = jax.random.uniform(key, (x_B.shape[0], k)) * cdf_BxY[:, -1:]
-        y_BxK = jnp.sum(cdf_BxY[:, None, :] <= u_BxK[:, :, None], -1)
-        return jnp.minimum(y_BxK, logp_BxY.shape[-1] - 1)  # guards float round-off at the top of the CDF
+        return categorical(key, table(params)[x_B], k)
 
     return Policy(init, log_probs, sample, table)
 

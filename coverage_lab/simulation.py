@@ -253,9 +253,6 @@ def train_policy(
     )
 
 
-_adam = default_optimizer  # the name the benchmarks import
-
-
 def _run_one(
     key, env, exact_data, pair, pref, hp, *, algorithm, n_pairs, batch_size, steps, reward_steps, learning_rate,
     optimizer, log_every,
