@@ -101,10 +101,11 @@ def plot(df: pd.DataFrame):
         ref = f[f["algorithm"] == "reference"].groupby("model_size")[c].mean().reindex(sizes)
         for i, v in enumerate(ref):
             ax.hlines(v, i - 0.45, i + 0.45, color=plotting.color("reference"), ls="--", lw=1)
+        ax.set_ylim(0, 1.3 * ax.get_ylim()[1])  # headroom for the legend
         ax.set_xticks(np.arange(len(sizes)), sizes)
         ax.set_xlabel("model size")
         ax.set_title(kl_name if c == "kl" else COLUMNS[c], loc="left", fontsize=8)
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="upper left", ncol=len(algs))
     fig.suptitle(
         f"Transformer: DPO vs HyPO vs RLHF at the end of training, mean ± std over {df['seed'].nunique()} seeds "
         "(dashed: π_ref)",
