@@ -135,13 +135,13 @@ def on_policy(ctx: Context, params, batch: Batch, key, k: int, cost_fn, *, behav
     x_flat = jnp.repeat(x_P, k, axis=0)
     y_flat = y_PxK.reshape((-1, *y_PxK.shape[2:]))
     logp = ctx.policy.log_probs(params, x_flat, y_flat).reshape(-1, k)
-    sampler_logp = sg(ctx.policy.log_probs(sampler, x_flat, y_flat)).reshape(-1, k)
     ref = sg(ctx.policy.log_probs(ctx.ref_params, x_flat, y_flat)).reshape(-1, k)
-    t = sampler_logp - ref if clip is not None else logp - ref
-    cost = sg(cost_fn(x_flat, y_flat, t.reshape(-1))).reshape(-1, k)
     if clip is None:
+        cost = sg(cost_fn(x_flat, y_flat, (logp - ref).reshape(-1))).reshape(-1, k)
         surrogate = losses.rloo(logp, cost)
     else:
+        sampler_logp = sg(ctx.policy.log_probs(sampler, x_flat, y_flat)).reshape(-1, k)
+        cost = sg(cost_fn(x_flat, y_flat, (sampler_logp - ref).reshape(-1))).reshape(-1, k)
         surrogate = losses.ppo_clip(logp, sampler_logp, -losses.loo_advantage(cost), clip)  # reward = -cost
     return _weighted(surrogate, w_P), _weighted(cost.mean(-1), w_P)
 

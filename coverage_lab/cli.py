@@ -46,6 +46,8 @@ def reproduce(name: str, *, smoke: bool = False, seeds: int | None = None, out: 
     os.replace(partial, csv)
     fig = module.plot(df)
     plotting.save(fig, out / f"{name}.png")
+    if hasattr(module, "report"):  # a table experiment also writes its Markdown table
+        (out / f"{name}.md").write_text(module.report(df))
     return csv
 
 
