@@ -154,28 +154,29 @@ def _kl_cost(x, y, t):
 # Offline contrastive
 
 
-def offline_objective(loss_fn, hparam: str):
-    """The builder of an offline contrastive objective: ``loss_fn(logp_w, logp_l, ref_logp_w, ref_logp_l, hp[hparam])``
-    weighted over the batch's pairs. Assign it at module level (``Algorithm`` compares builders by identity)."""
+def _make_dpo(alg: Algorithm, ctx: Context, hp):
+    def objective(params, batch: Batch, key):
+        loss = _weighted(
+            losses.dpo(*pair_logps(ctx, params, batch.x_B, batch.y_w_B, batch.y_l_B), hp["beta"]), batch.weight_B
+        )
+        return loss, {"loss": loss}
 
-    def make(alg: Algorithm, ctx: Context, hp):
-        def objective(params, batch: Batch, key):
-            logps = pair_logps(ctx, params, batch.x_B, batch.y_w_B, batch.y_l_B)
-            loss = _weighted(loss_fn(*logps, hp[hparam]), batch.weight_B)
-            return loss, {"loss": loss}
-
-        return objective
-
-    return make
-
-
-_make_dpo = offline_objective(losses.dpo, "beta")
-_make_ipo = offline_objective(losses.ipo, "tau")
+    return objective
 
 
 def dpo(beta: float = 0.1) -> Algorithm:
     """Offline DPO: minimise ``E_{(x,y_w,y_l)~D} -log sigmoid(beta (d(y_w) - d(y_l)))`` (arXiv:2305.18290)."""
     return Algorithm("dpo", _make_dpo, {"beta": V.positive("beta", beta)})
+
+
+def _make_ipo(alg: Algorithm, ctx: Context, hp):
+    def objective(params, batch: Batch, key):
+        loss = _weighted(
+            losses.ipo(*pair_logps(ctx, params, batch.x_B, batch.y_w_B, batch.y_l_B), hp["tau"]), batch.weight_B
+        )
+        return loss, {"loss": loss}
+
+    return objective
 
 
 def ipo(tau: float = 0.1) -> Algorithm:
