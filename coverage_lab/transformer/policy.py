@@ -84,16 +84,7 @@ def sequence_policy(task: T.Task, config: M.Config, *, ref_params=None, normaliz
         y = M.sample(params, key, prompts[x], config, length=length)
         return y.reshape(x_B.shape[0], k, length)
 
-    table = None
-    if task.enumerable:
-        y_all = jnp.asarray(T.responses(task))
-        x_all = jnp.repeat(jnp.arange(task.n_prompts, dtype=jnp.int32), task.n_responses)
-        y_tiled = jnp.tile(y_all, (task.n_prompts, 1))
-
-        def table(params):
-            return log_probs(params, x_all, y_tiled).reshape(task.n_prompts, task.n_responses)
-
-    return Policy(init, log_probs, sample, table)
+    return Policy(init, log_probs, sample, _enumerated(task, log_probs))
 
 
 def reward_model(task: T.Task, config: M.Config, r_max) -> RewardModel:
@@ -116,13 +107,15 @@ def reward_model(task: T.Task, config: M.Config, r_max) -> RewardModel:
         h = M.apply(params, tokens, config)[:, prompts.shape[1] :, 0]
         return r_max * jax.nn.sigmoid(h.mean(-1))
 
-    table = None
-    if task.enumerable:
-        y_all = jnp.asarray(T.responses(task))
-        x_all = jnp.repeat(jnp.arange(task.n_prompts, dtype=jnp.int32), task.n_responses)
-        y_tiled = jnp.tile(y_all, (task.n_prompts, 1))
+    return RewardModel(init, rewards, _enumerated(task, rewards))
 
-        def table(params):
-            return rewards(params, x_all, y_tiled).reshape(task.n_prompts, task.n_responses)
 
-    return RewardModel(init, rewards, table)
+def _enumerated(task: T.Task, fn):
+    """``params -> fn(params, x, y)`` over every (prompt, response) of an enumerable task as an (X, Y) table;
+    None when the task is too large to enumerate."""
+    if not task.enumerable:
+        return None
+    y_all = jnp.asarray(T.responses(task))
+    x_all = jnp.repeat(jnp.arange(task.n_prompts, dtype=jnp.int32), task.n_responses)
+    y_tiled = jnp.tile(y_all, (task.n_prompts, 1))
+    return lambda params: fn(params, x_all, y_tiled).reshape(task.n_prompts, task.n_responses)
