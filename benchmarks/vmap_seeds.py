@@ -30,6 +30,7 @@ from coverage_lab import bandits, coverage
 from coverage_lab import data as D
 from coverage_lab.policies import default_policy
 from coverage_lab.simulation import default_optimizer
+from coverage_lab.train import make_step
 
 from ._timing import best_of, compile_clock, row, wall
 
@@ -52,18 +53,21 @@ def default_problem() -> Problem:
 
 
 class Step(NamedTuple):
-    """``setup(key) -> state`` for one seed and ``step(state, t) -> (state, metrics)``: one step of ``fit``."""
+    """``setup(key) -> (carry, inputs)`` for one seed and ``step(carry, inputs, t) -> (carry, metrics)``: one
+    step of ``fit``, with the loop-invariant ``inputs`` passed beside the carry (as ``fit``'s scan closes over
+    them) rather than returned by every call."""
 
     setup: object
     step: object
 
 
 def fit_step(problem: Problem, steps: int, optimizer: optax.GradientTransformation | None = None) -> Step:
-    """One step of ``fit`` for a sampled-data algorithm without a reward model, as a function of its state.
+    """One step of ``fit`` (:func:`coverage_lab.train.make_step`) for a sampled-data algorithm without a reward
+    model.
 
-    ``state = (params, opt_state, data, idx, k_obj)``: ``data`` the seed's sampled pairs, ``idx`` its minibatch
-    rows for every step (``data.minibatch_indices``), ``k_obj`` the objective's key, all drawn from the seed's
-    key as ``simulation._run_one`` and ``fit`` draw them. ``optimizer`` defaults to ``simulation.default_optimizer``.
+    ``carry = (params, opt_state)``; ``inputs = (data, idx, k_obj)``: the seed's sampled pairs, its minibatch
+    rows for every step (``data.minibatch_indices``) and the objective's key, drawn from the seed's key as
+    ``simulation._run_one`` and ``fit`` draw them. ``optimizer`` defaults to ``simulation.default_optimizer``.
     """
     env, mu, algorithm, n_pairs, batch_size, lr = problem
     if algorithm.reward_model:
@@ -75,8 +79,8 @@ def fit_step(problem: Problem, steps: int, optimizer: optax.GradientTransformati
     ref_params = policy.init(jax.random.key(0))  # tabular and log-linear policies start at pi_ref whatever the key
     hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
     objective = algorithm.make(algorithm, A.Context(policy, ref_params, False, None, pref), hp)
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
     optimizer = optimizer or default_optimizer(lr, steps)
+    one_step = make_step(objective, optimizer, algorithm.project)
     batch_size = min(batch_size, n_pairs)
 
     def setup(key):
@@ -85,14 +89,11 @@ def fit_step(problem: Problem, steps: int, optimizer: optax.GradientTransformati
         k_idx, k_obj = jax.random.split(k_fit)
         idx = D.minibatch_indices(k_idx, n_pairs, batch_size, steps)
         params = algorithm.init(ref_params)
-        return params, optimizer.init(params), data, idx, k_obj
+        return (params, optimizer.init(params)), (data, idx, k_obj)
 
-    def step(state, t):  # the body of fit's step, with its closure made explicit
-        params, opt_state, data, idx, k_obj = state
-        (_, metrics), grads = grad_fn(params, D.take(data, idx[t]), jax.random.fold_in(k_obj, t))
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = algorithm.project(optax.apply_updates(params, updates), t)
-        return (params, opt_state, data, idx, k_obj), metrics
+    def step(carry, inputs, t):  # fit's step at t: the t-th minibatch, the objective's key folded with t
+        data, idx, k_obj = inputs
+        return one_step(carry, D.take(data, idx[t]), jax.random.fold_in(k_obj, t), t)
 
     return Step(setup, step)
 
@@ -110,29 +111,29 @@ def measure_step(problem: Problem, n_seeds: int, steps: int, optimizer=None) -> 
     gradient entry by its own magnitude, so entries that are zero up to rounding move by up to the step size:
     compare them with plain SGD (``tests/test_benchmarks.py`` does)."""
     s = fit_step(problem, steps, optimizer)
-    states = jax.jit(jax.vmap(s.setup))(_keys(n_seeds))
+    carries, inputs = jax.jit(jax.vmap(s.setup))(_keys(n_seeds))
     one = jax.jit(s.step)
-    many = jax.jit(jax.vmap(s.step, in_axes=(0, None)))
-    per_seed = [jax.tree.map(lambda a, i=i: a[i], states) for i in range(n_seeds)]
+    many = jax.jit(jax.vmap(s.step, in_axes=(0, 0, None)))
+    per_seed = [jax.tree.map(lambda a, i=i: a[i], (carries, inputs)) for i in range(n_seeds)]
     ts = list(jnp.arange(steps, dtype=jnp.int32))
 
     def loop():
-        seeds = list(per_seed)
+        seeds = [carry for carry, _ in per_seed]
         for t in ts:
             for i in range(n_seeds):
-                seeds[i], _ = one(seeds[i], t)
+                seeds[i], _ = one(seeds[i], per_seed[i][1], t)
         return seeds
 
     def vmapped():
-        state = states
+        carry = carries
         for t in ts:
-            state, _ = many(state, t)
-        return state
+            carry, _ = many(carry, inputs, t)
+        return carry
 
     c0 = compile_clock()[0]
-    jax.block_until_ready(one(per_seed[0], ts[0]))
+    jax.block_until_ready(one(*per_seed[0], ts[0]))
     c1 = compile_clock()[0]
-    jax.block_until_ready(many(states, ts[0]))
+    jax.block_until_ready(many(carries, inputs, ts[0]))
     c2 = compile_clock()[0]
     t_vmapped = best_of(vmapped, 3)
     start = time.perf_counter()
@@ -168,28 +169,28 @@ def measure_run(problem: Problem, n_seeds: int, steps: int) -> dict:
 
 def breakdown(problem: Problem, n_seeds: int, steps: int) -> dict:
     """Where the time of one vmapped ``coverage_lab.run`` goes: seconds of the whole run, of its training steps
-    alone (a ``lax.scan`` of :func:`fit_step` over the seeds' prepared states), of drawing every minibatch's
+    alone (a ``lax.scan`` of :func:`fit_step` over the seeds' prepared inputs), of drawing every minibatch's
     rows (``data.minibatch_indices``: a sort-based permutation per epoch) and of sampling the pairs
     (``data._sample_pairs``), each vmapped over the seeds and timed after compilation."""
     env, mu, algorithm, n_pairs, batch_size, lr = problem
     s = fit_step(problem, steps)
     keys = _keys(n_seeds)
-    states = jax.jit(jax.vmap(s.setup))(keys)
+    carries, inputs = jax.jit(jax.vmap(s.setup))(keys)
     pair = jnp.asarray(coverage.pair_table(mu), jnp.float32)
     pref = jnp.asarray(bandits.preference_table(env.reward_XxY), jnp.float32)
     rho = jnp.asarray(env.rho_X, jnp.float32)
     bs = min(batch_size, n_pairs)
 
-    def scanned(state):
-        return jax.lax.scan(lambda st, t: (s.step(st, t)[0], None), state, jnp.arange(steps))[0][0]
+    def scanned(carry, inputs):
+        return jax.lax.scan(lambda c, t: (s.step(c, inputs, t)[0], None), carry, jnp.arange(steps))[0][0]
 
     parts = {
-        "steps": (jax.jit(jax.vmap(scanned)), states),
+        "steps": (jax.jit(jax.vmap(scanned)), (carries, inputs)),
         "minibatch_indices": (jax.jit(jax.vmap(lambda k: D.minibatch_indices(k, n_pairs, bs, steps))), keys),
         "sample_pairs": (jax.jit(jax.vmap(lambda k: D._sample_pairs(k, rho, pair, pref, n_pairs))), keys),
     }
     kw = dict(mu=mu, n_pairs=n_pairs, steps=steps, key=jax.random.key(1), batch_size=batch_size, learning_rate=lr)
-    calls = {name: (lambda f=f, a=a: f(a)) for name, (f, a) in parts.items()}
+    calls = {name: (lambda f=f, a=a: f(*a) if isinstance(a, tuple) else f(a)) for name, (f, a) in parts.items()}
     calls["run"] = lambda: cl.run(env, algorithm, seeds=n_seeds, **kw).logs
     for call in calls.values():
         wall(call)
@@ -202,7 +203,7 @@ def breakdown(problem: Problem, n_seeds: int, steps: int) -> dict:
 
 def bench(seed_counts=(64, 512), run_steps: int = 500, step_steps: int = 100, problem: Problem | None = None):
     """Rows for each seed count: step-level and run-level loop/vmapped times and their ratios; for the first
-    seed count, the breakdown of the vmapped run's time."""
+    seed count, the step ratio of offline DPO too, and the breakdown of the vmapped run's time."""
     problem = problem or default_problem()
     rows = []
     for n in seed_counts:
@@ -226,6 +227,9 @@ def bench(seed_counts=(64, 512), run_steps: int = 500, step_steps: int = 100, pr
             row(NAME, f"run: {n} seeds, compile / run", r["compile"] / r["vmapped"], "x"),
         ]
     n = seed_counts[0]
+    if problem.algorithm.name != "dpo":  # the same reading for offline DPO: no on-policy samples in its step
+        t = measure_step(problem._replace(algorithm=A.dpo(0.1)), n, step_steps)
+        rows.append(row(NAME, f"step (DPO): {n} seeds, loop / vmapped", t["loop"] / t["vmapped"], "x"))
     b = breakdown(problem, n, run_steps)
     tag = f"run breakdown ({n} seeds x {run_steps} steps, {problem.algorithm.name}, {problem.n_pairs} sampled pairs)"
     rows += [

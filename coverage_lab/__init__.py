@@ -6,6 +6,7 @@ Understanding Preference Fine-tuning via Coverage. arXiv:2406.01462.
 """
 
 from coverage_lab import algorithms, bandits, coverage, data, exact, losses, metrics, policies, train
+from coverage_lab._compile import jit
 from coverage_lab.bandits import LinearBandit, TabularBandit
 from coverage_lab.simulation import run, simulate
 
@@ -17,6 +18,7 @@ __all__ = [
     "coverage",
     "data",
     "exact",
+    "jit",
     "losses",
     "metrics",
     "policies",

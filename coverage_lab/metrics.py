@@ -9,14 +9,13 @@ References: arXiv:2406.01462 (§2 coverage, §4 the separation; the likelihood d
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from coverage_lab import _validate as V
 from coverage_lab import exact, losses
+from coverage_lab._compile import jit
 from coverage_lab._sampling import categorical
 from coverage_lab.bandits import LinearBandit, TabularBandit
 from coverage_lab.data import Batch
@@ -108,7 +107,7 @@ def sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples: int = 64) -> dict[
     return {k: np.asarray(v, np.float64) for k, v in _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples).items()}
 
 
-@functools.partial(jax.jit, static_argnames="n_samples")
+@jit(static_argnames="n_samples")
 def _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples):
     logp = jnp.asarray(logp_NxXxY, jnp.float32)
     logp = logp - jax.nn.logsumexp(logp, -1, keepdims=True)

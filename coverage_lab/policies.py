@@ -49,10 +49,11 @@ def from_table(init: Callable[[jax.Array], Params], table: Callable[[Params], ja
     """A policy over an enumerable response set from its log-probability table ``logp_XxY``."""
 
     def log_probs(params, x_B, y_B):
-        return table(params)[x_B, y_B]
+        logp_XxY = table(params)
+        return logp_XxY.reshape(-1)[x_B * logp_XxY.shape[-1] + y_B]  # a flat gather: cheaper under vmap
 
     def sample(params, key, x_B, k):
-        return categorical(key, table(params)[x_B], k)
+        return categorical(key, table(params), k, rows=x_B)
 
     return Policy(init, log_probs, sample, table)
 

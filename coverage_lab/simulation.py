@@ -22,6 +22,7 @@ from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
 from coverage_lab import data as D
 from coverage_lab import metrics as M
+from coverage_lab._compile import jit
 from coverage_lab.bandits import LinearBandit, TabularBandit, preference_table
 from coverage_lab.coverage import pair_table
 from coverage_lab.policies import Policy, RewardModel, bounded_reward_model, default_policy
@@ -278,7 +279,7 @@ def _run_one(
 _STATIC = ("algorithm", "n_pairs", "steps", "reward_steps", "log_every", "batch_size", "learning_rate", "optimizer")
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@jit(static_argnames=_STATIC)
 def _run(keys, env, exact_data, pair, pref, hp, **static):
     run = functools.partial(_run_one, **static)
     return jax.vmap(run, in_axes=(0, None, None, None, None, None))(keys, env, exact_data, pair, pref, hp)

@@ -20,6 +20,28 @@ from coverage_lab.data import Batch, minibatch_indices, take
 Objective = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]]
 
 
+def make_step(
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    project: Callable[[Any, jax.Array], Any] | None = None,
+):
+    """One optimizer step of :func:`fit`: ``step((params, opt_state), batch, key, t) -> ((params, opt_state),
+    metrics)`` — the objective's gradient on ``batch``, the optax update, then ``project(params, t)``.
+
+    ``fit`` scans it over steps; it is public so that a caller can drive the same step from its own loop (the
+    seed benchmark calls it from Python, one seed at a time and vmapped)."""
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def step(carry, batch: Batch, key, t):
+        params, opt_state = carry
+        (_, metrics), grads = grad_fn(params, batch, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params if project is None else project(params, t), opt_state), metrics
+
+    return step
+
+
 def fit(
     objective: Objective,
     params,
@@ -55,7 +77,7 @@ def fit(
     steps = V.integer("steps", steps, minimum=1)
     batch_size = data.size if batch_size is None else V.integer("batch_size", batch_size, minimum=1)
     k_data, k_obj = jax.random.split(key)
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    one_step = make_step(objective, optimizer, project)
     full = batch_size >= data.size
     idx = None if full else minibatch_indices(k_data, data.size, batch_size, steps)
 
@@ -63,11 +85,7 @@ def fit(
         return data if full else take(data, idx[t])
 
     def step(carry, t):
-        params, opt_state = carry
-        (_, metrics), grads = grad_fn(params, batch_at(t), jax.random.fold_in(k_obj, t))
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params if project is None else project(params, t), opt_state), metrics
+        return one_step(carry, batch_at(t), jax.random.fold_in(k_obj, t), t)
 
     carry = (params, optimizer.init(params))
     if log_every is None:

@@ -22,8 +22,6 @@ runs over a geometric grid up to 80% of its supremum ``log 1/pi_ref(argmax r)``.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +29,7 @@ import pandas as pd
 from scipy import optimize
 
 from coverage_lab import algorithms as A
-from coverage_lab import losses, plotting
+from coverage_lab import jit, losses, plotting
 from coverage_lab.data import Batch
 from coverage_lab.policies import from_table
 
@@ -111,7 +109,7 @@ def _batch() -> Batch:
     return Batch(z, z, z, w, w, w, z, w)
 
 
-@functools.partial(jax.jit, static_argnames="k")
+@jit(static_argnames="k")
 def _rloo_grads(keys_R, logits_1xY, ref_logits_1xY, k: int):
     """RLOO estimates of ``grad_logits KL(pi || pi_ref)``, one per key: (R, Y)."""
     policy = from_table(lambda key: logits_1xY, lambda z: jax.nn.log_softmax(z, axis=-1))

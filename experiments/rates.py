@@ -52,7 +52,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from coverage_lab import algorithms, bandits, coverage, exact, metrics, plotting
+from coverage_lab import algorithms, bandits, coverage, exact, jit, metrics, plotting
 from coverage_lab import data as D
 from coverage_lab.policies import bounded_reward_model, default_policy
 from coverage_lab.simulation import default_optimizer, fit_reward_model, simulate, train_policy
@@ -95,12 +95,12 @@ def labelled_pair_probs(env, mu_XxY) -> np.ndarray:
     return D.pair_weights(env.rho_X, coverage.pair_table(mu_XxY), bandits.preference_table(env.reward_XxY))
 
 
-@jax.jit
+@jit
 def _sample_counts(keys_B, n_B, p_BxXxYxY):
     return jax.vmap(D.sample_counts)(keys_B, p_BxXxYxY, n_B)
 
 
-@functools.partial(jax.jit, static_argnames=("algorithm", "steps", "learning_rate"))
+@jit(static_argnames=("algorithm", "steps", "learning_rate"))
 def _train(keys_B, env, data_B, hp, *, algorithm, steps, learning_rate):
     optimizer = default_optimizer(learning_rate, steps)
 

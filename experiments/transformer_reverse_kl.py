@@ -24,6 +24,8 @@ model fitted on its seed's pairs, for ``rm_score`` (so the two transformer exper
 
 from __future__ import annotations
 
+import jax
+import numpy as np
 import pandas as pd
 
 from coverage_lab import algorithms as A
@@ -48,10 +50,19 @@ def algorithms(size: str) -> list[A.Algorithm]:
     return [A.dpo(BETA), A.hypo(BETA, lam=LAM, k=K), A.rlhf(BETA, r_max=r_max, k=K)]
 
 
+_RUNS: dict[tuple, pd.DataFrame] = {}  # run_algorithms' results in this process
+
+
 def run_algorithms(size: str, key, *, seeds: int, steps: int | None = None) -> pd.DataFrame:
-    """Every algorithm on ``size`` from the same key (the same offline pairs per seed); tidy rows."""
-    opts = dict(seeds=seeds, steps=steps, learning_rate=LEARNING_RATE, mu_rare=MU_RARE, rm_eval=True)
-    return simulate_many(size, algorithms(size), key=key, **opts)
+    """Every algorithm on ``size`` from the same key (the same offline pairs per seed); tidy rows.
+
+    A pure function of its arguments, remembered for the process: ``transformer_table`` asks for this
+    experiment's run again at the ``small`` size (about 20 s on the CPU) and gets a copy instead."""
+    memo = (size, tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()), seeds, steps)
+    if memo not in _RUNS:
+        opts = dict(seeds=seeds, steps=steps, learning_rate=LEARNING_RATE, mu_rare=MU_RARE, rm_eval=True)
+        _RUNS[memo] = simulate_many(size, algorithms(size), key=key, **opts)
+    return _RUNS[memo].copy()
 
 
 def run(setting: dict, key) -> pd.DataFrame:

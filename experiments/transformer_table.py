@@ -28,15 +28,17 @@ import pandas as pd
 from coverage_lab import plotting
 from experiments.transformer_reverse_kl import kl_metric, run_algorithms
 
-SETTINGS = [{"model_size": "small", "seeds": 3}, {"model_size": "medium", "seeds": 3}]
-SMOKE = [{"model_size": "toy", "seeds": 2, "steps": 20}]
+# The settings are transformer_reverse_kl's, size for size: the same setting gives the same key, so the ``small``
+# row is the run of that figure, computed once per process (``run_algorithms`` remembers it).
+SETTINGS = [{"size": "small", "seeds": 3}, {"size": "medium", "seeds": 3}]
+SMOKE = [{"size": "toy", "seeds": 2, "steps": 20}]
 
 COLUMNS = {"win_rate": "win rate vs π_ref", "rm_score": "RM score", "kl": "reverse KL", "gold_reward": "gold reward"}
 
 
 def run(setting: dict, key) -> pd.DataFrame:
-    """DPO, HyPO and RLHF on ``setting["model_size"]``; tidy rows over training, with ``model_size``."""
-    size = setting["model_size"]
+    """DPO, HyPO and RLHF on ``setting["size"]``; tidy rows over training, with ``model_size``."""
+    size = setting["size"]
     df = run_algorithms(size, key, seeds=setting.get("seeds", 3), steps=setting.get("steps"))
     return df.assign(model_size=size)
 

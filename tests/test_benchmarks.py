@@ -82,7 +82,7 @@ def test_the_benchmarked_step_is_fits_step():
         np.testing.assert_allclose(params, m["params_vmapped"][i], atol=1e-6)
     step = vmap_seeds.fit_step(problem, 6, sgd)
     key = vmap_seeds._keys(2)[1]
-    params0, _, batch, _, _ = step.setup(key)
+    (params0, _), (batch, _, _) = step.setup(key)
     objective = problem.algorithm.make(
         problem.algorithm,
         A.Context(

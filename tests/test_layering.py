@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1] / "coverage_lab"
 LAYERS = {
     "_validate": 0,
     "_sampling": 0,
+    "_compile": 0,
     "sweep": 0,
     "plotting": 0,
     "losses": 1,

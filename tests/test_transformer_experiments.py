@@ -100,3 +100,28 @@ def test_full_size_table_reports_both_model_sizes():
         assert s.loc[(size, "hypo"), "kl"] < s.loc[(size, "dpo"), "kl"]
         assert np.isfinite(s.loc[size].to_numpy()).all()
     print(tt.report(df))
+
+
+def test_the_table_reuses_the_figure_run_of_the_same_setting(monkeypatch):
+    """Table 1's ``small`` setting is Figure 1's (same setting, so the same key from the CLI): the run is computed
+    once per process, and each caller gets its own copy."""
+    import experiments.transformer_reverse_kl as rk
+    import experiments.transformer_table as tt
+
+    assert tt.SETTINGS[0] == rk.SETTINGS[0]
+    calls = []
+
+    def fake_simulate_many(size, algorithms, *, key, **options):
+        calls.append(size)
+        return pd.DataFrame({"algorithm": ["dpo"], "metric": ["kl"], "value": [float(len(calls))]})
+
+    monkeypatch.setattr(rk, "simulate_many", fake_simulate_many)
+    monkeypatch.setattr(rk, "_RUNS", {})
+    setting = {"size": "toy", "seeds": 2}
+    figure = rk.run(setting, jax.random.key(7))
+    table = tt.run(setting, jax.random.key(7))
+    other_key = rk.run(setting, jax.random.key(8))
+    assert calls == ["toy", "toy"] and other_key["value"].iloc[0] == 2.0
+    assert table["value"].iloc[0] == figure["value"].iloc[0] == 1.0 and (table["model_size"] == "toy").all()
+    figure.loc[0, "value"] = -1.0
+    assert rk.run(setting, jax.random.key(7))["value"].iloc[0] == 1.0

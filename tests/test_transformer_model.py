@@ -102,3 +102,23 @@ def test_sampling_is_jittable_and_low_temperature_is_greedy(params):
     assert (cold == greedy).all()
     warm = np.asarray(fn(params, jax.random.key(0), 1.0))
     assert len(np.unique(warm)) > 1
+
+
+def test_unrolled_and_rolled_loops_compute_the_same(params, monkeypatch):
+    """Short layer and token loops are unrolled (``UNROLL_UP_TO``); the rolled loop gives the same logits and,
+    from the same key, the same samples."""
+    prompt = jnp.array([[7, 8], [9, 6], [6, 6]], jnp.int32)
+    tokens = jnp.array([[7, 8, 1, 2, 3], [9, 6, 0, 0, 5], [6, 6, 4, 1, 2]], jnp.int32)
+
+    def outputs():  # fresh jits: the unroll choice is made at trace time
+        logits = jax.jit(M.apply, static_argnames="config")(params, tokens, CFG)
+        y = jax.jit(M.sample, static_argnames=("config", "length"))(params, jax.random.key(5), prompt, CFG, length=5)
+        return np.asarray(logits), np.asarray(y)
+
+    assert M._unroll(CFG.n_layers) and M._unroll(4)
+    unrolled = outputs()
+    monkeypatch.setattr(M, "UNROLL_UP_TO", 0)
+    assert not M._unroll(CFG.n_layers)
+    rolled = outputs()
+    np.testing.assert_allclose(unrolled[0], rolled[0], atol=1e-5)
+    np.testing.assert_array_equal(unrolled[1], rolled[1])

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-
+from coverage_lab import _compile
 from coverage_lab import _validate as V
 from coverage_lab.transformer import model as M
 from coverage_lab.transformer import task as T
@@ -28,7 +27,7 @@ class Size:
       corpus_per_prompt, ref_steps, ref_batch_size, ref_learning_rate: supervised training of ``pi_ref``.
       n_pairs, steps, batch_size, learning_rate, reward_steps, k, eval_samples, log_every: defaults of a
         preference fine-tuning run (:func:`coverage_lab.transformer.run.simulate`).
-      fast_compile: compile with XLA's backend optimisations off (``COMPILER_OPTIONS``): about half the
+      fast_compile: compile with XLA's backend optimisations off (``_compile.FAST_OPTIONS``): about half the
         compile time for about twice the run time, the right trade where compiling dominates (``toy``).
     """
 
@@ -62,12 +61,9 @@ class Size:
             raise ValueError(f"log_every ({self.log_every}) must divide steps ({self.steps})")
 
 
-COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}  # used where Size.fast_compile
-
-
 def jit(fun, *, fast_compile: bool, **kwargs):
-    """``jax.jit(fun, **kwargs)``, with ``COMPILER_OPTIONS`` when ``fast_compile``."""
-    return jax.jit(fun, compiler_options=COMPILER_OPTIONS if fast_compile else None, **kwargs)
+    """``coverage_lab._compile.jit``: XLA's backend optimisations off with ``fast_compile``, level 1 on the CPU."""
+    return _compile.jit(fun, fast_compile=fast_compile, **kwargs)
 
 
 def _configs(task: T.TaskConfig, d_model: int, n_layers: int, n_heads: int, rm_d_model: int, rm_layers: int):

@@ -1,0 +1,52 @@
+"""The shared sampler (inverse CDF, rows of a table) and the project's ``jit`` (compiler options by backend)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from coverage_lab import jit
+from coverage_lab._sampling import categorical, uniform
+
+
+@pytest.mark.parametrize("n", [16, 100])  # a comparison against every entry below 64, a binary search above
+def test_categorical_rows_draw_each_row_of_the_table(n):
+    """Drawing for ``rows`` of a table is drawing from the gathered rows, draw for draw; and the draws follow the
+    table (chi-square, failure probability 1e-4 under the null)."""
+    logits = jax.random.normal(jax.random.key(0), (3, n)).at[1, :5].set(-jnp.inf)  # row 1: five impossible
+    rows = jnp.array([2, 0, 1, 1, 2], jnp.int32)
+    key = jax.random.key(1)
+    y = categorical(key, logits, 4, rows=rows)
+    np.testing.assert_array_equal(y, categorical(key, logits[rows], 4))
+    assert y.shape == (5, 4) and y.dtype == jnp.int32
+    draws = np.asarray(categorical(jax.random.key(2), logits, 60_000, rows=jnp.array([1])))[0]
+    assert draws.min() >= 5 and draws.max() < n
+    p = np.asarray(jax.nn.softmax(logits[1]), np.float64)[5:]
+    counts = np.bincount(draws - 5, minlength=n - 5)
+    assert stats.chisquare(counts, 60_000 * p / p.sum()).pvalue > 1e-4
+
+
+def test_uniform_is_a_pure_uniform_draw():
+    u = np.asarray(uniform(jax.random.key(0), (100_000,)))
+    assert u.dtype == np.float32 and u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    np.testing.assert_array_equal(u, uniform(jax.random.key(0), (100_000,)))
+    assert not np.array_equal(u[:8], uniform(jax.random.key(1), (8,)))
+
+
+def test_jit_top_level_nested_and_as_decorator():
+    def f(x, n):
+        return jnp.sin(x) * n
+
+    plain = jax.jit(f, static_argnames="n")
+    ours = jit(f, static_argnames="n")
+    x = jnp.linspace(0, 1, 7)
+    np.testing.assert_allclose(ours(x, n=3), plain(x, n=3), rtol=1e-6)
+    # inside another traced function JAX refuses compiler options; the wrapper drops them there
+    np.testing.assert_allclose(jax.jit(lambda x: ours(x, n=2))(x), plain(x, n=2), rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(lambda x: ours(x, n=2))(x), plain(x, n=2), rtol=1e-6)
+    assert ours._cache_size() == 1  # attributes forward to the jitted function
+    fast = jit(static_argnames="n", fast_compile=True)(f)
+    np.testing.assert_allclose(fast(x, n=3), plain(x, n=3), rtol=1e-6)
+    assert ours.__name__ == "f"
