@@ -88,7 +88,7 @@ def fit_step(problem: Problem, steps: int, optimizer: optax.GradientTransformati
         data = D._sample_pairs(k_data, rho, pair, pref, n_pairs)
         k_idx, k_obj = jax.random.split(k_fit)
         idx = D.minibatch_indices(k_idx, n_pairs, batch_size, steps)
-        params = algorithm.init(ref_params)
+        params = algorithm.init(ref_params, hp)
         return (params, optimizer.init(params)), (data, idx, k_obj)
 
     def step(carry, inputs, t):  # fit's step at t: the t-th minibatch, the objective's key folded with t

@@ -64,12 +64,17 @@ class Algorithm:
     reward_model: bool = False
     options: tuple = ()
 
-    def init(self, policy_params):
-        """Training parameters: the policy's, plus the state some algorithms carry (:class:`Augmented`)."""
+    def init(self, policy_params, hparams=None):
+        """Training parameters: the policy's, plus the state some algorithms carry (:class:`Augmented`).
+
+        ``hparams``: the traced hyper-parameters of a compiled run (default ``self.hparams``); the constrained
+        HyPO's dual ascent starts at their ``lam``, so a sweep over ``lam`` that reuses one program starts each
+        run at its own value."""
         opts = dict(self.options)
         if not (opts.get("constrained") or opts.get("ppo_clip")):
             return policy_params
-        log_lam = jnp.log(jnp.float32(self.hparams["lam"])) if opts.get("constrained") else None
+        hp = self.hparams if hparams is None else hparams
+        log_lam = jnp.log(jnp.asarray(hp["lam"], jnp.float32)) if opts.get("constrained") else None
         return Augmented(policy_params, log_lam, policy_params if opts.get("ppo_clip") else None)
 
     def policy_params(self, params):

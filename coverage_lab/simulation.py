@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
+from jax.sharding import PartitionSpec as P
 
 from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
@@ -41,7 +42,7 @@ class Run(NamedTuple):
 
 def run(
     env: TabularBandit | LinearBandit,
-    algorithm: A.Algorithm,
+    algorithm: A.Algorithm | Sequence[A.Algorithm],
     *,
     mu,
     n_pairs: int | None,
@@ -62,11 +63,16 @@ def run(
     Everything but the arrays is a static argument of the compiled program: ``n_pairs``, ``steps``, the number of
     seeds, the algorithm's structure and ``optimizer`` (compared by identity: reuse one optax object across a
     sweep, or every call compiles again).
+
+    ``algorithm`` may be a list of one algorithm at several hyper-parameter values (e.g. ``[A.hypo(lam=l) for l
+    in lams]``): every (value, seed) pair is then a row of one compiled, vmapped call, the rows sharded over the
+    devices like seeds, each value on the same seeds (the same data); returns one :class:`Run` per value.
     """
     if not isinstance(env, (TabularBandit, LinearBandit)):
         raise ValueError(f"env must be a TabularBandit or LinearBandit, got {type(env).__name__}")
-    if not isinstance(algorithm, A.Algorithm):
-        raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(algorithm).__name__}")
+    sweep = not isinstance(algorithm, A.Algorithm)
+    algorithms = _sweep_values(algorithm)
+    algorithm = algorithms[0]
     V.key("key", key)
     pi_ref = np.asarray(env.pi_ref_XxY, np.float64)
     mu = V.prob_table("mu", mu, ndim=2)
@@ -102,9 +108,14 @@ def run(
         exact_data = D.exact_batch(env.rho_X, pair, pref)
         exact_data = D.exact_batch(env.rho_X, pair, pref, size=1 << (exact_data.size - 1).bit_length())
     keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.asarray(seed_ids, jnp.uint32))
-    hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
+    n_seeds, n_rows = len(seed_ids), len(algorithms) * len(seed_ids)
+    row_keys = jnp.concatenate([keys] * len(algorithms))  # value-major: row v * n_seeds + i is seed i at value v
+    hp = {
+        k: jnp.repeat(jnp.asarray([a.hparams[k] for a in algorithms], jnp.float32), n_seeds) for k in algorithm.hparams
+    }
+    row_keys, hp = shard_rows(row_keys, hp)
     logs, data = _run(
-        shard_seeds(keys),
+        row_keys,
         env,
         exact_data,
         jnp.asarray(pair, jnp.float32),
@@ -119,29 +130,58 @@ def run(
         learning_rate=float(learning_rate),
         optimizer=optimizer,
     )
-    logs, data = jax.tree.map(lambda a: a[: len(seed_ids)], (logs, data))  # drop the padding seeds
-    return Run(logs, data, seed_ids, keys)
+    runs = [
+        Run(*jax.tree.map(lambda a, v=v: a[v * n_seeds : (v + 1) * n_seeds], (logs, data)), seed_ids, keys)
+        for v in range(n_rows // n_seeds)
+    ]  # the padding rows, past n_rows, are dropped
+    return runs if sweep else runs[0]
+
+
+def _sweep_values(algorithm) -> list[A.Algorithm]:
+    """``[algorithm]``, or a non-empty list of one algorithm's values (same structure and hyper-parameter names)."""
+    algorithms = [algorithm] if isinstance(algorithm, A.Algorithm) else algorithm
+    if not isinstance(algorithms, (list, tuple)) or not algorithms:
+        raise ValueError(f"algorithm must be an Algorithm or a non-empty list of them, got {type(algorithm).__name__}")
+    for a in algorithms:
+        if not isinstance(a, A.Algorithm):
+            raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(a).__name__}")
+        if a != algorithms[0] or set(a.hparams) != set(algorithms[0].hparams):
+            raise ValueError(
+                "algorithm: a sweep's algorithms must differ only in their hyper-parameter values "
+                f"(got {algorithms[0].name} {sorted(algorithms[0].hparams)} and {a.name} {sorted(a.hparams)})"
+            )
+    return list(algorithms)
+
+
+def shard_rows(*trees):
+    """Spread the leading (row: seed, or sweep value and seed) axis of every array in ``trees`` over every visible
+    device (``jax.sharding``, one mesh axis ``seeds``); the compiled run follows the sharding.
+
+    With ``n`` devices the rows are padded to a multiple of ``n`` with copies of the first ones (the caller
+    drops their results). One device: the arrays unchanged. On a CPU,
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` (set before JAX starts) gives two devices. Returns the
+    trees (one tree: that tree).
+    """
+    devices = jax.devices()
+    if len(devices) > 1:
+        sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("seeds",)), P("seeds"))
+
+        def put(a):
+            pad = (-a.shape[0]) % len(devices)
+            return jax.device_put(jnp.concatenate([a, a[:pad]]) if pad else a, sharding)
+
+        trees = jax.tree.map(put, trees)
+    return trees[0] if len(trees) == 1 else trees
 
 
 def shard_seeds(keys: jax.Array) -> jax.Array:
-    """Spread the seed axis over every visible device (``jax.sharding``); the compiled run follows the sharding.
-
-    With ``n`` devices the seeds are padded to a multiple of ``n`` with copies of the first ones (the caller
-    drops their results). One device: the keys unchanged. On a CPU,
-    ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` (set before JAX starts) gives two devices.
-    """
-    devices = jax.devices()
-    if len(devices) == 1:
-        return keys
-    pad = (-keys.shape[0]) % len(devices)
-    keys = jnp.concatenate([keys, keys[:pad]]) if pad else keys
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
-    return jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
+    """:func:`shard_rows` of the seeds' keys."""
+    return shard_rows(keys)
 
 
 def simulate(
     env: TabularBandit | LinearBandit,
-    algorithm: A.Algorithm,
+    algorithm: A.Algorithm | Sequence[A.Algorithm],
     *,
     mu,
     n_pairs: int | None,
@@ -157,7 +197,8 @@ def simulate(
 
     Args:
       env: a ``TabularBandit`` (tabular softmax policy) or ``LinearBandit`` (log-linear policy).
-      algorithm: from ``coverage_lab.algorithms`` (``dpo``, ``ipo``, ``rlhf``, ``hypo``, ``online_dpo``).
+      algorithm: from ``coverage_lab.algorithms`` (``dpo``, ``ipo``, ``rlhf``, ``hypo``, ``online_dpo``), or a
+        list of one algorithm at several hyper-parameter values: a sweep in one compiled call (:func:`run`).
       mu: offline response distribution ``mu_XxY``; pairs are ``mu ⊗ mu`` unless ``pair_XxYxY`` is given.
       n_pairs: number of labelled offline pairs; ``None`` is the exact population version (full batch,
         enumerated on-policy expectations).
@@ -180,10 +221,16 @@ def simulate(
     unknown = sorted(set(names) - set(M.NAMES))
     if unknown:
         raise ValueError(f"metrics has unknown names {unknown}; known: {list(M.NAMES)}")
-    beta = V.positive("beta", beta if beta is not None else algorithm.hparams.get("beta", algorithm.hparams.get("tau")))
+    algorithms = _sweep_values(algorithm)
+    betas = [beta if beta is not None else a.hparams.get("beta", a.hparams.get("tau")) for a in algorithms]
+    betas = [V.positive("beta", b) for b in betas]
     V.integer("kl_samples", kl_samples, minimum=1)
-    r = run(env, algorithm, mu=mu, n_pairs=n_pairs, steps=steps, seeds=seeds, key=key, **options)
-    return tidy(r, env, algorithm, mu=mu, beta=beta, n_pairs=n_pairs, metrics=names, kl_samples=kl_samples)
+    runs = run(env, algorithms, mu=mu, n_pairs=n_pairs, steps=steps, seeds=seeds, key=key, **options)
+    frames = [
+        tidy(r, env, a, mu=mu, beta=b, n_pairs=n_pairs, metrics=names, kl_samples=kl_samples)
+        for r, a, b in zip(runs, algorithms, betas, strict=True)
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def default_optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
@@ -242,7 +289,7 @@ def train_policy(
         evaluate = lambda p: policy.table(algorithm.policy_params(p))  # noqa: E731
     return fit(
         algorithm.make(algorithm, ctx, hp),
-        algorithm.init(ref_params),
+        algorithm.init(ref_params, hp),
         data,
         key,
         steps=steps,
@@ -282,7 +329,7 @@ _STATIC = ("algorithm", "n_pairs", "steps", "reward_steps", "log_every", "batch_
 @jit(static_argnames=_STATIC)
 def _run(keys, env, exact_data, pair, pref, hp, **static):
     run = functools.partial(_run_one, **static)
-    return jax.vmap(run, in_axes=(0, None, None, None, None, None))(keys, env, exact_data, pair, pref, hp)
+    return jax.vmap(run, in_axes=(0, None, None, None, None, 0))(keys, env, exact_data, pair, pref, hp)
 
 
 def tidy(

@@ -120,6 +120,43 @@ def test_new_sweep_values_do_not_recompile():
     assert _run._cache_size() == size
 
 
+def test_a_sweep_is_one_compiled_call_equal_to_its_runs_one_by_one():
+    """A list of one algorithm at several values runs every (value, seed) in one call, each value on the same
+    seeds' data, with the numbers of separate runs; then more values of the same length reuse the program."""
+    env, mu = bandits.counterexample(1e-2)
+    kw = dict(mu=mu, n_pairs=32, steps=40, key=jax.random.key(0), batch_size=8, seeds=[0, 3])
+    lams = (0.01, 0.3, 3.0)
+    before = _run._cache_size()
+    swept = cl.run(env, [A.hypo(0.1, lam) for lam in lams], **kw)
+    assert _run._cache_size() == before + 1 and len(swept) == len(lams)
+    for lam, r in zip(lams, swept, strict=True):
+        alone = cl.run(env, A.hypo(0.1, lam), **kw)
+        np.testing.assert_allclose(r.logs["eval"], alone.logs["eval"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(r.data.y_w_B, swept[0].data.y_w_B)
+    cl.run(env, [A.hypo(0.5, lam) for lam in (1.0, 2.0, 4.0)], **kw)
+    assert _run._cache_size() == before + 2  # + the single-value program above, no more
+    df = cl.simulate(env, [A.hypo(0.1, lam) for lam in lams[:2]], **kw)
+    assert sorted(df["lam"].unique()) == [0.01, 0.3] and set(df["seed"]) == {0, 3}
+    last = df[(df.metric == "kl") & (df.step == df.step.max())].groupby("lam")["value"].mean()
+    assert last[0.3] < last[0.01]  # the larger KL weight keeps the policy closer to pi_ref
+
+
+def test_sweep_validation():
+    env, mu = bandits.counterexample(1e-2)
+    kw = dict(mu=mu, n_pairs=8, steps=2, key=jax.random.key(0), seeds=1)
+    for bad in ([], [A.dpo(0.1), A.hypo(0.1)], [A.hypo(0.1), A.hypo(0.1, kl_budget=1.0)], [A.hypo(0.1), "dpo"]):
+        with pytest.raises(ValueError, match="algorithm"):
+            cl.run(env, bad, **kw)
+
+
+def test_constrained_hypo_starts_dual_ascent_at_its_own_lam_when_the_program_is_reused():
+    env, mu = bandits.counterexample(1e-2)
+    kw = dict(mu=mu, n_pairs=16, steps=4, log_every=2, key=jax.random.key(0), seeds=1, batch_size=8)
+    for lam in (0.5, 2.0):  # the second call reuses the first one's compiled program
+        r = cl.run(env, A.hypo(0.1, lam=lam, kl_budget=0.1), **kw)
+        assert float(r.logs["metrics"]["lam"][0, 0]) == pytest.approx(lam)
+
+
 def final_metric(df, metric):
     last = df[(df.metric == metric) & (df.step == df.step.max())]
     return last.set_index("seed")["value"]

@@ -1,4 +1,5 @@
-"""Seeds sharded over several devices give the same numbers as one device (two CPU devices forced by XLA_FLAGS)."""
+"""Seeds, and sweep values with seeds, sharded over several devices give the same numbers as one device (two CPU
+devices forced by XLA_FLAGS)."""
 
 import json
 import os
@@ -14,10 +15,13 @@ from coverage_lab import algorithms as A, bandits, coverage
 from coverage_lab.simulation import _run, shard_seeds
 env = bandits.random_tabular(jax.random.key(0), 3, 6)
 mu = coverage.deficient(env.pi_ref_XxY, 2, env.reward_XxY)
-r = cl.run(env, A.hypo(0.1, 0.1), mu=mu, n_pairs=64, steps=40, seeds=3, key=jax.random.key(0), batch_size=16)
+kw = dict(mu=mu, n_pairs=64, steps=40, seeds=3, key=jax.random.key(0), batch_size=16)
+r = cl.run(env, A.hypo(0.1, 0.1), **kw)
+sweep = cl.run(env, [A.hypo(0.1, 0.01), A.hypo(0.1, 1.0)], **kw)  # 6 rows of (value, seed) over the devices
 keys = shard_seeds(jax.random.split(jax.random.key(0), 4))
 print(json.dumps({"devices": len(jax.devices()), "key_devices": len(keys.sharding.device_set),
-                  "eval": np.asarray(r.logs["eval"]).tolist()}))
+                  "eval": np.asarray(r.logs["eval"]).tolist(),
+                  "sweep": [np.asarray(s.logs["eval"]).tolist() for s in sweep]}))
 """
 
 
@@ -32,3 +36,4 @@ def test_sharded_seeds_equal_one_device():
     one, two = run_with(1), run_with(2)
     assert (one["devices"], two["devices"], two["key_devices"]) == (1, 2, 2)
     np.testing.assert_allclose(np.array(two["eval"]), np.array(one["eval"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(two["sweep"]), np.array(one["sweep"]), rtol=1e-5, atol=1e-6)
