@@ -4,11 +4,11 @@ Each experiment runs in a fresh Python process (so nothing another benchmark com
 user who runs one experiment): its first full-size setting (``SETTINGS[0]``; ``SMOKE[0]`` with ``smoke``)
 through ``module.run(setting, key)`` twice, within a cap per experiment (45 s by default; past it the
 experiment is timed at its ``SMOKE`` size instead, and the rows say so). The first call compiles and runs, the
-second runs from JAX's in-memory cache. Compile time is the wall time covered by XLA compilations in the call
-(from JAX's compile-duration events; see :mod:`benchmarks._timing`), so a second call that compiles again (a
-recompilation) shows; a run stopped at the cap still reports the compile time it had spent by then. The whole
-``make reproduce`` is too long for the benchmark budget; its cost is read from ``figures/timings.csv``
-(``experiment, seconds, smoke``) when a ``coverage-lab reproduce`` has written one.
+second (on another key) runs from JAX's in-memory cache. Compile time is the wall time covered by XLA
+compilations in the call (from JAX's compile-duration events; see :mod:`benchmarks._timing`), so a second call
+that compiles again (a recompilation) shows; a run stopped at the cap still reports the compile time it had
+spent by then. The whole ``make reproduce`` is too long for the benchmark budget; its cost is read from
+``figures/timings.csv`` (``experiment, seconds, smoke``) when a ``coverage-lab reproduce`` has written one.
 
     python -m benchmarks.experiments_cost NAME [--smoke] [--deadline EPOCH_SECONDS]   # one child, JSON out
 """
@@ -52,12 +52,13 @@ def _child(name: str, smoke: bool, deadline: float, status: str | None = None) -
     module = experiments.get(name)
     setting = dict((module.SMOKE if smoke else module.SETTINGS)[0])
     out = {"setting": repr(setting)}
-    for call in ("first", "second"):
+    for i, call in enumerate(("first", "second")):
         if call == "second" and time.time() + out["first"] > deadline:
             break  # the second call would overrun the budget; the first call's events still split it
         c0, n0 = compile_clock()
         start = time.perf_counter()
-        jax.block_until_ready(module.run(setting, jax.random.key(setting_seed(setting))))
+        # another key for the second call: an experiment may remember a run (transformer_reverse_kl does)
+        jax.block_until_ready(module.run(setting, jax.random.key(setting_seed(setting) + i)))
         out[call] = time.perf_counter() - start
         c1, n1 = compile_clock()
         out[f"{call}_compile"], out[f"{call}_compiles"] = c1 - c0, n1 - n0
