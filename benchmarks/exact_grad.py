@@ -47,10 +47,8 @@ def library_grad(env, mu):
 
 def dense_grad(env, mu):
     """``(grad_fn, params, weight_XxYxY)``: the same loss on the dense table of pair weights."""
-    pref = bandits.preference_table(env.reward_XxY)
-    pair = coverage.pair_table(mu)
-    w = env.rho_X[:, None, None] * (pair + pair.transpose(0, 2, 1)) * pref
-    w = jnp.asarray(w / w.sum(), jnp.float32)
+    w = D.pair_weights(env.rho_X, coverage.pair_table(mu), bandits.preference_table(env.reward_XxY))
+    w = jnp.asarray(w, jnp.float32)  # sums to 1, as the exact batch's weights
     log_ref = jax.nn.log_softmax(jnp.log(jnp.asarray(env.pi_ref_XxY, jnp.float32)), -1)
 
     def loss(logits, w_XxYxY):

@@ -28,7 +28,7 @@ def categorical(key, logits_RxY, k: int, rows=None):
 
     ``rows`` gathers rows of the cumulative table rather than of the logits, so a table of X rows is normalised
     and summed once however many draws index it (the sampled objectives draw for every pair's prompt: 32 rows
-    of a 4-row table per step, 2x faster vmapped over 64 seeds)."""
+    of a 4-row table per step; measured, a 64-seed vmapped HyPO step went from about 690 to 540 us)."""
     p = jnp.exp(logits_RxY - jax.nn.logsumexp(logits_RxY, -1, keepdims=True))
     cdf = jnp.cumsum(p, -1)
     if rows is not None:

@@ -119,3 +119,11 @@ def key(name: str, k) -> jax.Array:
     ):
         return k
     raise ValueError(f"{name} must be a JAX PRNG key such as jax.random.key(0), got {k!r}")
+
+
+def seed_ids(seeds) -> list[int]:
+    """``seeds``: a count ``n`` (ids ``0..n-1``) or a non-empty list of non-negative integer ids."""
+    ids = list(range(integer("seeds", seeds, minimum=1))) if isinstance(seeds, int) else list(seeds)
+    if not ids or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in ids):
+        raise ValueError(f"seeds must be a positive count or a list of non-negative ids, got {seeds!r}")
+    return [int(s) for s in ids]

@@ -67,7 +67,10 @@ def _marginal(pair_XxYxY) -> np.ndarray:
 def pair_weights(rho_X, pair_XxYxY, pref_XxYxY) -> np.ndarray:
     """``W[x, a, b] = rho(x) (pair(a, b) + pair(b, a)) P(a ≻ b | x)``: the probability that one labelled draw is
     ``(x, winner a, loser b)`` (either order of the pair can be drawn). Sums to 1; shape (X, Y, Y)."""
-    rho, pair, pref = _check_pairs(rho_X, pair_XxYxY, pref_XxYxY)
+    return _weights(*_check_pairs(rho_X, pair_XxYxY, pref_XxYxY))
+
+
+def _weights(rho, pair, pref):
     return rho[:, None, None] * (pair + pair.transpose(0, 2, 1)) * pref
 
 
@@ -82,8 +85,8 @@ def exact_batch(rho_X, pair_XxYxY, pref_XxYxY, *, size: int | None = None) -> Ba
       rho_X: prompt distribution (X,). pair_XxYxY: ordered pair distribution per prompt (X, Y, Y).
       pref_XxYxY: ``P(a ≻ b | x)`` (X, Y, Y), e.g. ``bandits.preference_table``.
     """
-    rho, pair, _ = _check_pairs(rho_X, pair_XxYxY, pref_XxYxY)
-    w = pair_weights(rho_X, pair_XxYxY, pref_XxYxY)
+    rho, pair, pref = _check_pairs(rho_X, pair_XxYxY, pref_XxYxY)
+    w = _weights(rho, pair, pref)
     x, a, b = np.nonzero(w > 0)
     if size is not None:
         size = V.integer("size", size, minimum=len(x))
@@ -113,7 +116,7 @@ def sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n: int) -> Batch:
 
 
 def _sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n):
-    n_prompts, n_responses = pair_XxYxY.shape[:2]
+    n_responses = pair_XxYxY.shape[-1]
     k_pair, k_label = jax.random.split(key)
     joint = (rho_X[:, None, None] * pair_XxYxY).reshape(1, -1)  # (x, y, y') jointly: one uniform per pair
     flat = categorical(k_pair, jnp.log(joint), n)[0]
@@ -132,12 +135,18 @@ def sample_counts(key, weights_XxYxY, n):
     :func:`pair_weights` — the distribution of the counts of :func:`sample_pairs` without drawing ``n`` rows.
     Traceable; ``n`` may be a traced number, so datasets of every size share one compiled program."""
     w = jnp.asarray(weights_XxYxY, jnp.float32)
+    if w.ndim != 3 or w.shape[1] != w.shape[2]:
+        raise ValueError(f"weights_XxYxY must have shape (X, Y, Y), got {w.shape}")
     return jax.random.multinomial(key, jnp.asarray(n, jnp.float32), w.ravel()).reshape(w.shape)
 
 
 def pair_counts(data: Batch, n_prompts: int, n_responses: int) -> np.ndarray:
     """``c[x, a, b]``: how many pairs of a sampled batch have prompt ``x``, winner ``a`` and loser ``b``."""
+    n_prompts = V.integer("n_prompts", n_prompts, minimum=1)
+    n_responses = V.integer("n_responses", n_responses, minimum=1)
     x, w, l = (np.asarray(a) for a in (data.x_B, data.y_w_B, data.y_l_B))
+    if x.min() < 0 or x.max() >= n_prompts or min(w.min(), l.min()) < 0 or max(w.max(), l.max()) >= n_responses:
+        raise ValueError(f"data has prompts or responses outside n_prompts={n_prompts}, n_responses={n_responses}")
     flat = np.ravel_multi_index((x, w, l), (n_prompts, n_responses, n_responses))
     return np.bincount(flat, minlength=n_prompts * n_responses**2).reshape(n_prompts, n_responses, n_responses)
 
@@ -151,6 +160,7 @@ def empirical_batch(counts_XxYxY) -> Batch:
     drawn gets weight 0 (also as an on-policy prompt).
     """
     c = V.array("counts_XxYxY", counts_XxYxY, ndim=3)
+    V.shape("counts_XxYxY", c, (c.shape[0], c.shape[1], c.shape[1]))
     if (c < 0).any() or c.sum() <= 0:
         raise ValueError("counts_XxYxY must be non-negative counts with at least one pair")
     n_prompts, n_responses, _ = c.shape

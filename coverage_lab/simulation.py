@@ -92,9 +92,7 @@ def run(
         raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
     if algorithm.k and algorithm.k < 2:
         raise ValueError(f"k must be >= 2 for the RLOO estimate, got {algorithm.k}")
-    seed_ids = list(range(V.integer("seeds", seeds, minimum=1))) if isinstance(seeds, int) else list(seeds)
-    if not seed_ids or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seed_ids):
-        raise ValueError(f"seeds must be a positive count or a list of non-negative ids, got {seeds!r}")
+    seed_ids = V.seed_ids(seeds)
     if pair_XxYxY is None:
         pair = pair_table(mu)
     else:
@@ -108,7 +106,7 @@ def run(
         exact_data = D.exact_batch(env.rho_X, pair, pref)
         exact_data = D.exact_batch(env.rho_X, pair, pref, size=1 << (exact_data.size - 1).bit_length())
     keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.asarray(seed_ids, jnp.uint32))
-    n_seeds, n_rows = len(seed_ids), len(algorithms) * len(seed_ids)
+    n_seeds = len(seed_ids)
     row_keys = jnp.concatenate([keys] * len(algorithms))  # value-major: row v * n_seeds + i is seed i at value v
     hp = {
         k: jnp.repeat(jnp.asarray([a.hparams[k] for a in algorithms], jnp.float32), n_seeds) for k in algorithm.hparams
@@ -132,8 +130,8 @@ def run(
     )
     runs = [
         Run(*jax.tree.map(lambda a, v=v: a[v * n_seeds : (v + 1) * n_seeds], (logs, data)), seed_ids, keys)
-        for v in range(n_rows // n_seeds)
-    ]  # the padding rows, past n_rows, are dropped
+        for v in range(len(algorithms))
+    ]  # the padding rows, past the last value's, are dropped
     return runs if sweep else runs[0]
 
 
@@ -172,11 +170,6 @@ def shard_rows(*trees):
 
         trees = jax.tree.map(put, trees)
     return trees[0] if len(trees) == 1 else trees
-
-
-def shard_seeds(keys: jax.Array) -> jax.Array:
-    """:func:`shard_rows` of the seeds' keys."""
-    return shard_rows(keys)
 
 
 def simulate(
@@ -283,6 +276,9 @@ def train_policy(
     """
     if algorithm.reward_model and reward_fn is None:
         raise ValueError(f"reward_fn is required: {algorithm.name} uses a reward model")
+    missing = sorted(set(algorithm.hparams) - set(hp))
+    if missing:
+        raise ValueError(f"hp lacks {algorithm.name}'s hyper-parameters {missing}")
     ref_params = policy.init(key)
     ctx = A.Context(policy, ref_params, exact, reward_fn, pref_XxYxY)
     if evaluate is None and log_every is not None:

@@ -123,7 +123,8 @@ def sample_counts(env, mu_XxY, n_pairs, keys) -> np.ndarray:
     with ``keys[b]``, as ``Multinomial(N, labelled_pair_probs)``: the distribution of the counts of
     ``data.sample_pairs`` without drawing N rows. One compiled program for every N. Shape (B, X, Y, Y)."""
     mus = list(mu_XxY) if isinstance(mu_XxY, list) else [mu_XxY] * len(keys)
-    probs = np.stack([labelled_pair_probs(env, mu) for mu in mus])
+    by_table = {id(mu): labelled_pair_probs(env, mu) for mu in mus}  # once per distinct table
+    probs = np.stack([by_table[id(mu)] for mu in mus])
     counts = _sample_counts(jnp.stack(keys), jnp.asarray(n_pairs, jnp.float32), jnp.asarray(probs, jnp.float32))
     counts = np.rint(np.asarray(counts)).astype(np.int64)
     return counts.reshape(len(keys), env.n_prompts, env.n_responses, env.n_responses)

@@ -8,8 +8,8 @@ uniform (``mixture`` with weight 1), ``pi_ref`` itself, ``tail_mass`` of 0.1/0.0
 (instance, knob): x is its global coverage ``C_glo`` (tabular: ``global_coverage``; linear: over the log-linear
 class, ``global_coverage_loglinear``) or its KL-ball coverage ``C_kl`` (``kl_ball_coefficient``, radius
 ``2 R_max/beta``); ``inf`` sits at the right edge. y is the mean over seeds of the final ``J(pi*) - J(pi)`` and
-``KL(pi||pi_ref)`` after training on ``N`` sampled pairs (``experiments.rates.train_on_samples``: full-batch Adam,
-exact on-policy expectations).
+``KL(pi||pi_ref)`` after training on ``N`` sampled pairs (``experiments.rates.sample_counts``, drawn once for every
+method, then ``train_on_counts``: full-batch Adam, exact on-policy expectations).
 
 What makes the picture honest:
 
@@ -43,7 +43,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from coverage_lab import bandits, coverage, exact, metrics, plotting
-from experiments.rates import SHAPE, make_algorithm, train_on_samples
+from experiments.rates import SHAPE, make_algorithm, sample_counts, train_on_counts
 
 METHODS = ("dpo", "ipo", "rlhf", "hypo")
 _COMMON = {"beta": 1.0, "r_max": 1.0, "lam": 0.01, "n_pairs": 1000, "steps": 2000, "seeds": 8, "n_instances": 3}
@@ -100,9 +100,10 @@ def run(setting: dict, key) -> pd.DataFrame:
         keys = [jax.random.fold_in(jax.random.fold_in(key, i), j) for j in range(len(runs))]
         j_star = exact.optimal_value(reward, pi_ref, rho, beta)
         n_before = len(frames)
+        counts = sample_counts(env, [mus[k] for k, _ in runs], [n] * len(runs), keys)  # every method's data
         for method in setting.get("methods", METHODS):
             alg = make_algorithm(method, beta, r_max, setting["lam"])
-            logp = train_on_samples(env, alg, [mus[k] for k, _ in runs], [n] * len(runs), keys, steps=setting["steps"])
+            logp = train_on_counts(env, alg, counts, keys, steps=setting["steps"])
             m = metrics.policy_metrics(logp, env, beta=beta)
             for metric in ("suboptimality", "kl"):
                 frames.append(

@@ -12,13 +12,13 @@ SCRIPT = """
 import json, jax, numpy as np
 import coverage_lab as cl
 from coverage_lab import algorithms as A, bandits, coverage
-from coverage_lab.simulation import _run, shard_seeds
+from coverage_lab.simulation import _run, shard_rows
 env = bandits.random_tabular(jax.random.key(0), 3, 6)
 mu = coverage.deficient(env.pi_ref_XxY, 2, env.reward_XxY)
 kw = dict(mu=mu, n_pairs=64, steps=40, seeds=3, key=jax.random.key(0), batch_size=16)
 r = cl.run(env, A.hypo(0.1, 0.1), **kw)
 sweep = cl.run(env, [A.hypo(0.1, 0.01), A.hypo(0.1, 1.0)], **kw)  # 6 rows of (value, seed) over the devices
-keys = shard_seeds(jax.random.split(jax.random.key(0), 4))
+keys = shard_rows(jax.random.split(jax.random.key(0), 4))
 print(json.dumps({"devices": len(jax.devices()), "key_devices": len(keys.sharding.device_set),
                   "eval": np.asarray(r.logs["eval"]).tolist(),
                   "sweep": [np.asarray(s.logs["eval"]).tolist() for s in sweep]}))

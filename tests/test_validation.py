@@ -13,6 +13,7 @@ GOOD_R = np.array([[1.0, 0.0, 0.5]])
 ONE = np.ones(1)
 env, mu = bandits.counterexample(0.1)
 z = np.zeros(1)
+PAIRS = data.exact_batch(env.rho_X, coverage.pair_table(mu), bandits.preference_table(env.reward_XxY))
 
 CASES = [
     ("unnormalised rho", lambda: bandits.TabularBandit(np.array([0.7]), GOOD_REF, GOOD_R), "rho_X"),
@@ -74,6 +75,29 @@ CASES = [
         ),
         "k",
     ),
+    (
+        "bool seed ids",
+        lambda: cl.run(env, A.dpo(), mu=mu, n_pairs=8, steps=2, seeds=[True], key=jax.random.key(0)),
+        "seeds",
+    ),
+    ("pair counts shape", lambda: data.empirical_batch(np.ones((1, 3, 2))), "counts_XxYxY"),
+    ("pair weights shape", lambda: data.sample_counts(jax.random.key(0), np.ones((3, 3)) / 9, 4), "weights_XxYxY"),
+    ("count table size", lambda: data.pair_counts(PAIRS, 0, 3), "n_prompts"),
+    ("pairs outside the table", lambda: data.pair_counts(PAIRS, 1, 1), "n_responses"),
+    (
+        "hp lacks a hyper-parameter",
+        lambda: cl.simulation.train_policy(
+            cl.policies.tabular_softmax(env),
+            A.dpo(),
+            PAIRS,
+            {},
+            jax.random.key(0),
+            exact=False,
+            steps=1,
+            optimizer=cl.simulation.default_optimizer(0.1, 1),
+        ),
+        "hp",
+    ),  # fmt: skip
 ]
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from coverage_lab import _validate as V
+from coverage_lab._compile import jit
 from coverage_lab.data import Batch
 from coverage_lab.train import fit
 from coverage_lab.transformer import model as M
@@ -108,7 +109,7 @@ def _train(key, size: S.Size):
     return params, metrics["loss"]
 
 
-_TRAIN = {fast: S.jit(_train, fast_compile=fast, static_argnames="size") for fast in (False, True)}
+_TRAIN = {fast: jit(_train, fast_compile=fast, static_argnames="size") for fast in (False, True)}
 
 
 def train_reference(size: str | S.Size, key=None):

@@ -30,6 +30,7 @@ import pandas as pd
 
 from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
+from coverage_lab._compile import jit
 from coverage_lab.simulation import fit_reward_model, train_policy
 from coverage_lab.transformer import evaluate as E
 from coverage_lab.transformer import model as M
@@ -51,13 +52,6 @@ class GoldPreference:
     def __getitem__(self, index):
         x, y, y2 = index
         return T.preference(self.task, x, y, y2, self.temperature)
-
-
-def _seed_ids(seeds) -> list[int]:
-    ids = list(range(V.integer("seeds", seeds, minimum=1))) if isinstance(seeds, int) else list(seeds)
-    if not ids or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in ids):
-        raise ValueError(f"seeds must be a positive count or a list of non-negative ids, got {seeds!r}")
-    return [int(s) for s in ids]
 
 
 def simulate(size: str | S.Size, algorithm: A.Algorithm, *, key: jax.Array, **options) -> pd.DataFrame:
@@ -137,7 +131,7 @@ def simulate_many(
         raise ValueError(f"log_every ({opt['log_every']}) must divide steps ({opt['steps']})")
     lr = float(V.positive("learning_rate", size.learning_rate if learning_rate is None else learning_rate))
     V.positive("label_temperature", label_temperature)
-    seed_ids = _seed_ids(seeds)
+    seed_ids = V.seed_ids(seeds)
     mu_logp = jnp.asarray(T.mu_token_logp(task, mu_rare), jnp.float32)
     ref_params = R.reference_params(size, key=ref_key)
     fast = size.fast_compile if fast_compile is None else bool(fast_compile)
@@ -155,7 +149,8 @@ def simulate_many(
     )
     n_logs = opt["steps"] // opt["log_every"] + 1
     snapshot = M.n_params(ref_params) * n_logs * len(seed_ids) <= SNAPSHOT_LIMIT
-    train = dict(common, steps=opt["steps"], log_every=opt["log_every"], eval_samples=opt["eval_samples"])
+    train = dict(size=size, batch_size=batch, learning_rate=lr, steps=opt["steps"], log_every=opt["log_every"])
+    train |= dict(eval_samples=opt["eval_samples"])
     train |= dict(exact=bool(exact), normalize=bool(normalize), label_temperature=float(label_temperature))
     train |= dict(snapshot=snapshot)
     evaluation = dict(size=size, n_samples=opt["eval_samples"])
@@ -274,11 +269,11 @@ def _evaluate(keys, ref_params, snapshots, data, rm_params, mu_logp, **static):
 
 _PREPARE_STATIC = ("size", "n_pairs", "batch_size", "learning_rate", "label_temperature", "reward_steps", "use_rm")
 _TRAIN_STATIC = (
-    "size", "algorithm", "exact", "normalize", "snapshot", "n_pairs", "batch_size", "learning_rate", "steps",
+    "size", "algorithm", "exact", "normalize", "snapshot", "batch_size", "learning_rate", "steps",
     "log_every", "eval_samples", "label_temperature",
 )  # fmt: skip
 _PREPARE, _TRAIN, _EVALUATE = (
-    {fast: S.jit(fn, fast_compile=fast, static_argnames=names) for fast in (False, True)}
+    {fast: jit(fn, fast_compile=fast, static_argnames=names) for fast in (False, True)}
     for fn, names in ((_prepare, _PREPARE_STATIC), (_train, _TRAIN_STATIC), (_evaluate, ("size", "n_samples")))
 )
 

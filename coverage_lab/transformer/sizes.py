@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from coverage_lab import _compile
 from coverage_lab import _validate as V
 from coverage_lab.transformer import model as M
 from coverage_lab.transformer import task as T
@@ -27,7 +26,7 @@ class Size:
       corpus_per_prompt, ref_steps, ref_batch_size, ref_learning_rate: supervised training of ``pi_ref``.
       n_pairs, steps, batch_size, learning_rate, reward_steps, k, eval_samples, log_every: defaults of a
         preference fine-tuning run (:func:`coverage_lab.transformer.run.simulate`).
-      fast_compile: compile with XLA's backend optimisations off (``_compile.FAST_OPTIONS``): about half the
+      fast_compile: XLA's backend optimisations off (``coverage_lab._compile.FAST_OPTIONS``): about half the
         compile time for about twice the run time, the right trade where compiling dominates (``toy``).
     """
 
@@ -59,11 +58,6 @@ class Size:
         V.positive("learning_rate", self.learning_rate)
         if self.steps % self.log_every:
             raise ValueError(f"log_every ({self.log_every}) must divide steps ({self.steps})")
-
-
-def jit(fun, *, fast_compile: bool, **kwargs):
-    """``coverage_lab._compile.jit``: XLA's backend optimisations off with ``fast_compile``, level 1 on the CPU."""
-    return _compile.jit(fun, fast_compile=fast_compile, **kwargs)
 
 
 def _configs(task: T.TaskConfig, d_model: int, n_layers: int, n_heads: int, rm_d_model: int, rm_layers: int):
