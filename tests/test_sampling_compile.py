@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from coverage_lab import jit
-from coverage_lab._sampling import categorical, uniform
+from coverage_lab._sampling import bits, categorical, uniform
 
 
 @pytest.mark.parametrize("n", [16, 100])  # a comparison against every entry below 64, a binary search above
@@ -33,6 +33,21 @@ def test_uniform_is_a_pure_uniform_draw():
     assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
     np.testing.assert_array_equal(u, uniform(jax.random.key(0), (100_000,)))
     assert not np.array_equal(u[:8], uniform(jax.random.key(1), (8,)))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 128, 1001])
+def test_bits_and_uniform_are_jax_sequential_threefry_bit_for_bit(n):
+    """The written-out cipher gives JAX's own words and floats, for odd and even counts, one key and vmapped keys,
+    and falls back to JAX for another PRNG implementation."""
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(3), s))(jnp.arange(4, dtype=jnp.uint32))
+    with jax.threefry_partitionable(False):
+        want_bits = jax.vmap(lambda k: jax.random.bits(k, (n,), jnp.uint32))(keys)
+        want_u = jax.random.uniform(keys[0], (n,))
+        rbg = jax.random.key(5, impl="rbg")
+        want_rbg = jax.random.bits(rbg, (n,), jnp.uint32)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(lambda k: bits(k, n)))(keys), want_bits)
+    np.testing.assert_array_equal(uniform(keys[0], (n,)), want_u)
+    np.testing.assert_array_equal(bits(rbg, n), want_rbg)
 
 
 def test_jit_top_level_nested_and_as_decorator():
