@@ -1,15 +1,21 @@
 """``coverage-lab``: list the reproductions and run them, writing ``DIR/NAME.csv`` then ``DIR/NAME.png``.
 
 coverage-lab list
-coverage-lab reproduce [NAME ...] [--smoke] [--seeds N] [--out DIR]
+coverage-lab reproduce [NAME ...] [--smoke] [--seeds N] [--out DIR] [--jobs N]
+
+Experiments run ``--jobs`` processes at a time (default: the CPUs this process may use), the longest first by the
+last recorded times; each experiment is a pure function of its settings' keys, so the CSVs do not depend on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import jax
@@ -17,12 +23,14 @@ import jax
 from coverage_lab.sweep import run_sweep, setting_seed
 
 
-def reproduce(name: str, *, smoke: bool = False, seeds: int | None = None, out: str | Path = "figures") -> Path:
+def reproduce(
+    name: str, *, smoke: bool = False, seeds: int | None = None, out: str | Path = "figures", progress: bool = True
+) -> Path:
     """Run experiment ``name`` from scratch into ``out/NAME.csv``, then draw ``out/NAME.png`` from that CSV.
 
     The sweep writes ``out/.NAME.partial.csv`` as it goes and renames it when complete, so an interrupted run
     resumes where it stopped, while a finished ``NAME.csv`` (for instance the committed one) is recomputed.
-    Returns the CSV path."""
+    ``progress``: a line with the sweep's progress on stderr. Returns the CSV path."""
     import experiments
     from coverage_lab import plotting
 
@@ -42,7 +50,9 @@ def reproduce(name: str, *, smoke: bool = False, seeds: int | None = None, out: 
 
     out = Path(out)
     csv, partial = out / f"{name}.csv", out / f".{name}.partial.csv"
-    df = run_sweep(settings, run, partial, label=name)  # an interrupted run resumes from the partial CSV
+    df = run_sweep(
+        settings, run, partial, label=name, progress=progress
+    )  # an interrupted run resumes from the partial CSV
     os.replace(partial, csv)
     fig = module.plot(df)
     plotting.save(fig, out / f"{name}.png")
@@ -71,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--smoke", action="store_true", help="tiny settings, seconds each")
     rep.add_argument("--seeds", type=int, help="override the number of seeds")
     rep.add_argument("--out", default="figures", help="output folder (default: figures/)")
+    rep.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help=f"experiments run at a time, each in its own process (default: the CPUs available, {default_jobs()} here)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -83,20 +99,96 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown experiment(s): {', '.join(unknown)}; see 'coverage-lab list'")
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be >= 1")
-    for name in names:
-        start = time.perf_counter()
-        csv = reproduce(name, smoke=args.smoke, seeds=args.seeds, out=args.out)
-        seconds = time.perf_counter() - start
-        record_time(Path(args.out) / "timings.csv", name, seconds, args.smoke)
-        print(f"{name}: {csv} and {csv.with_suffix('.png')} in {seconds:.1f}s")
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1")
+    reproduce_all(names, jobs=args.jobs, smoke=args.smoke, seeds=args.seeds, out=args.out)
     return 0
 
 
-def record_time(path: Path, name: str, seconds: float, smoke: bool) -> None:
-    """Keep ``path`` (columns experiment, seconds, smoke) with one row per experiment and size, the latest run."""
+def default_jobs() -> int:
+    """The CPUs this process may use (``os.sched_getaffinity`` where there is one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def reproduce_all(
+    names: list[str], *, jobs: int = 1, smoke: bool = False, seeds: int | None = None, out: str | Path = "figures"
+) -> dict[str, float]:
+    """:func:`reproduce` each experiment, ``jobs`` worker processes at a time; seconds per experiment.
+
+    Experiments go to the workers in groups (``experiments.groups``: those that share a run in memory stay in one
+    process), the group that took longest in ``out/timings.csv`` first (unknown ones before known ones), so the
+    longest does not start last. With ``jobs = 1``, or one group, everything runs in this process. Each
+    experiment's time goes to ``out/timings.csv`` with the number of jobs it shared the machine with, and, when
+    every experiment ran, the whole run's wall time as experiment ``all``."""
+    import experiments
+
+    jobs = int(jobs)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    groups = experiments.groups(list(names))
+    timings = Path(out) / "timings.csv"
+    known = _recorded_seconds(timings, smoke)
+    groups.sort(key=lambda g: -sum(known.get(n, math.inf) for n in g))  # stable: ties keep their order
+    jobs = min(jobs, len(groups))
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    if jobs == 1:
+        for group in groups:
+            for name, s in _run_group(group, smoke, seeds, str(out), True):
+                seconds[name] = s
+                record_time(timings, name, s, smoke, jobs)
+    else:  # spawn: a forked child would inherit this process's JAX runtime threads
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, g, smoke, seeds, str(out)) for g in groups]
+            try:
+                for future in as_completed(futures):
+                    for name, s in future.result():
+                        seconds[name] = s
+                        record_time(timings, name, s, smoke, jobs)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    if set(experiments.available()) <= set(seconds):
+        record_time(timings, "all", time.perf_counter() - start, smoke, jobs)
+    return seconds
+
+
+def _worker(names, smoke, seeds, out) -> list[tuple[str, float]]:
+    """:func:`_run_group` in a worker process: figures to files only, no progress lines (they would interleave)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return _run_group(names, smoke, seeds, out, False)
+
+
+def _run_group(names, smoke, seeds, out, progress) -> list[tuple[str, float]]:
+    """Reproduce ``names`` in order (one worker's share); ``(name, seconds)`` each, a line printed as each ends."""
+    done = []
+    for name in names:
+        start = time.perf_counter()
+        csv = reproduce(name, smoke=smoke, seeds=seeds, out=out, progress=progress)
+        seconds = time.perf_counter() - start
+        print(f"{name}: {csv} and {csv.with_suffix('.png')} in {seconds:.1f}s", flush=True)
+        done.append((name, seconds))
+    return done
+
+
+def _recorded_seconds(path: Path, smoke: bool) -> dict[str, float]:
     import pandas as pd
 
-    row = pd.DataFrame({"experiment": [name], "seconds": [round(seconds, 1)], "smoke": [bool(smoke)]})
+    if not path.exists():
+        return {}
+    df = pd.read_csv(path)
+    df = df[df["smoke"].astype(str).str.lower().isin(("true", "1")) == bool(smoke)]
+    return dict(zip(df["experiment"], df["seconds"].astype(float), strict=True))
+
+
+def record_time(path: Path, name: str, seconds: float, smoke: bool, jobs: int = 1) -> None:
+    """Keep ``path`` (columns experiment, seconds, smoke, jobs) with one row per experiment and size, the latest
+    run; ``jobs``: how many experiments ran at a time beside it."""
+    import pandas as pd
+
+    row = pd.DataFrame({"experiment": [name], "seconds": [round(seconds, 1)], "smoke": [bool(smoke)], "jobs": [jobs]})
     if path.exists():
         old = pd.read_csv(path)
         row = pd.concat([old[~((old.experiment == name) & (old.smoke == bool(smoke)))], row], ignore_index=True)

@@ -23,6 +23,10 @@ NAMES = (
     "transformer_table",
 )
 
+# Experiments that must run in one process: transformer_table's ``small`` row is transformer_reverse_kl's run,
+# remembered in the process (``transformer_reverse_kl.run_algorithms``).
+SAME_PROCESS = (("transformer_reverse_kl", "transformer_table"),)
+
 
 def available() -> list[str]:
     """The experiments whose module exists in this checkout, in the order of ``NAMES``."""
@@ -34,3 +38,21 @@ def get(name: str) -> ModuleType:
     if name not in available():
         raise ValueError(f"unknown experiment {name!r}; available: {', '.join(available())}")
     return importlib.import_module(f"experiments.{name}")
+
+
+def groups(names: list[str]) -> list[list[str]]:
+    """``names`` in groups that run in one process each (:data:`SAME_PROCESS`), in order of first appearance;
+    ``ValueError`` for an unknown name."""
+    for n in names:
+        get(n)
+    out: list[list[str]] = []
+    where: dict[str, list[str]] = {}
+    for n in dict.fromkeys(names):
+        partner = next((g for g in SAME_PROCESS if n in g), ())
+        group = next((where[m] for m in partner if m in where), None)
+        if group is None:
+            group = []
+            out.append(group)
+        group.append(n)
+        where[n] = group
+    return out

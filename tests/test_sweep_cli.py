@@ -65,6 +65,7 @@ def test_cli_list_and_errors():
         ["reproduce", "--bogus"],
         ["frobnicate"],
         ["reproduce", "--seeds", "0"],
+        ["reproduce", "--jobs", "0"],
     ):
         res = coverage_lab(*args)
         assert res.returncode == 2, args
@@ -73,3 +74,34 @@ def test_cli_list_and_errors():
 
 def test_cli_main_returns_zero_for_list(capsys):
     assert cli.main(["list"]) == 0
+
+
+def test_groups_keep_experiments_that_share_a_run_in_one_process():
+    names = ["transformer_table", "rates", "transformer_reverse_kl", "lower_bound"]
+    assert experiments.groups(names) == [["transformer_table", "transformer_reverse_kl"], ["rates"], ["lower_bound"]]
+    with pytest.raises(ValueError, match="unknown experiment"):
+        experiments.groups(["rates", "no_such"])
+
+
+def test_reproduce_all_starts_the_longest_recorded_group_first(tmp_path, monkeypatch):
+    pd.DataFrame(
+        {"experiment": ["rates", "lower_bound", "rates"], "seconds": [1.0, 5.0, 9.0], "smoke": [True, True, False]}
+    ).to_csv(tmp_path / "timings.csv", index=False)
+    ran = []
+    monkeypatch.setattr(cli, "_run_group", lambda names, *a: ran.append(names) or [(n, 0.5) for n in names])
+    seconds = cli.reproduce_all(["rates", "kl_estimators", "lower_bound"], smoke=True, out=tmp_path)
+    assert ran == [["kl_estimators"], ["lower_bound"], ["rates"]]  # unknown, then 5 s, then 1 s (smoke times)
+    assert seconds == {"rates": 0.5, "kl_estimators": 0.5, "lower_bound": 0.5}
+    with pytest.raises(ValueError, match="jobs"):
+        cli.reproduce_all(["rates"], jobs=0, out=tmp_path)
+
+
+def test_reproduce_in_two_processes_writes_the_same_csvs(tmp_path):
+    """Worker processes change where an experiment runs, not what it computes."""
+    names = ["ood_without_fa", "kl_estimators"]
+    for jobs in (1, 2):
+        cli.reproduce_all(names, jobs=jobs, smoke=True, out=tmp_path / str(jobs))
+    for name in names:
+        assert (tmp_path / "1" / f"{name}.csv").read_bytes() == (tmp_path / "2" / f"{name}.csv").read_bytes()
+    timings = pd.read_csv(tmp_path / "2" / "timings.csv").set_index("experiment")
+    assert sorted(timings.index) == sorted(names) and (timings["jobs"] == 2).all()
