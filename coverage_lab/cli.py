@@ -116,10 +116,10 @@ def reproduce_all(
     """:func:`reproduce` each experiment, ``jobs`` worker processes at a time; seconds per experiment.
 
     Experiments go to the workers in groups (``experiments.groups``: those that share a run in memory stay in one
-    process), the group that took longest in ``out/timings.csv`` first (unknown ones before known ones), so the
-    longest does not start last. With ``jobs = 1``, or one group, everything runs in this process. Each
-    experiment's time goes to ``out/timings.csv`` with the number of jobs it shared the machine with, and, when
-    every experiment ran, the whole run's wall time as experiment ``all``."""
+    process), the group that took longest in ``out/timings.csv`` (else in the repository's ``figures/``) first,
+    unknown ones before known ones, so the longest does not start last. With ``jobs = 1``, or one group,
+    everything runs in this process. Each experiment's time goes to ``out/timings.csv`` with the number of jobs it
+    shared the machine with, and, when every experiment ran, the whole run's wall time as experiment ``all``."""
     import experiments
 
     jobs = int(jobs)
@@ -127,7 +127,7 @@ def reproduce_all(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     groups = experiments.groups(list(names))
     timings = Path(out) / "timings.csv"
-    known = _recorded_seconds(timings, smoke)
+    known = _recorded_seconds(timings if timings.exists() else _COMMITTED_TIMINGS, smoke)
     groups.sort(key=lambda g: -sum(known.get(n, math.inf) for n in g))  # stable: ties keep their order
     jobs = min(jobs, len(groups))
     start = time.perf_counter()
@@ -171,6 +171,9 @@ def _run_group(names, smoke, seeds, out, progress) -> list[tuple[str, float]]:
         print(f"{name}: {csv} and {csv.with_suffix('.png')} in {seconds:.1f}s", flush=True)
         done.append((name, seconds))
     return done
+
+
+_COMMITTED_TIMINGS = Path(__file__).resolve().parents[1] / "figures" / "timings.csv"
 
 
 def _recorded_seconds(path: Path, smoke: bool) -> dict[str, float]:
