@@ -67,15 +67,15 @@ def measure(
     c0 = compile_clock()[0]
     first = wall(jax_run)
     out["jax_compile"] = compile_clock()[0] - c0
-    out["jax"] = best_of(jax_run, 3, budget=budget)
+    out["jax"], last = best_of(jax_run, 3, budget=budget, result=True)
     out["jax_first"] = first
-    pi = {"jax": numpy_dpo.policy(jax_run())}
+    pi = {"jax": numpy_dpo.policy(last)}
 
     def numpy_run():
         return numpy_dpo.train(log_pi_ref, x, y_w, y_l, w, beta=BETA, steps=steps, learning_rate=learning_rate)
 
-    out["numpy"] = best_of(numpy_run, 2, budget=budget)
-    pi["numpy"] = numpy_dpo.policy(numpy_run())
+    out["numpy"], last = best_of(numpy_run, 2, budget=budget, result=True)
+    pi["numpy"] = numpy_dpo.policy(last)
     if torch and torch_dpo.available():
         import torch as _torch
 
@@ -87,8 +87,8 @@ def measure(
                 log_pi_ref, x, y_w, y_l, w, beta=BETA, steps=steps, learning_rate=learning_rate, threads=threads
             )
 
-        out["torch_1thread"] = best_of(torch_run, 2, budget=budget)
-        pi["torch"] = numpy_dpo.policy(torch_run())
+        out["torch_1thread"], last = best_of(torch_run, 2, budget=budget, result=True)
+        pi["torch"] = numpy_dpo.policy(last)
         short = min(steps, TORCH_DEFAULT_THREADS_STEPS)  # its default threads can be very slow under load
         out["torch"] = best_of(lambda: torch_run(None, short), 2, budget=budget) * steps / short
     for name, p in pi.items():

@@ -183,20 +183,26 @@ def _optimizer(learning_rate):
     return optax.adam(learning_rate)  # constant step: a climbing KL is the method's, not a schedule's
 
 
+def _seed_keys(key) -> dict:
+    """A seed's four keys, one split shared by the three programs: ``data`` (the offline pairs), ``rm`` (the
+    reward model's fit), ``fit`` (the policy's), ``eval`` (the evaluation samples, the same wherever evaluated)."""
+    return dict(zip(("data", "rm", "fit", "eval"), jax.random.split(key, 4), strict=True))
+
+
 def _prepare_one(key, mu_logp, *, size, n_pairs, batch_size, learning_rate, label_temperature, reward_steps, use_rm):
     task = T.make_task(size.task)
-    k_data, k_rm, _, _ = jax.random.split(key, 4)
-    data = T._sample_pairs(k_data, task, n_pairs, mu_logp, label_temperature)
+    keys = _seed_keys(key)
+    data = T._sample_pairs(keys["data"], task, n_pairs, mu_logp, label_temperature)
     if not use_rm:
         return data, None
     rm = reward_model(task, size.reward_model, task.config.r_max)
     opt = _optimizer(learning_rate)
-    return data, fit_reward_model(rm, data, k_rm, steps=reward_steps, optimizer=opt, batch_size=batch_size)
+    return data, fit_reward_model(rm, data, keys["rm"], steps=reward_steps, optimizer=opt, batch_size=batch_size)
 
 
 def _train_one(key, ref_params, data, rm_params, mu_logp, hp, *, size, algorithm, exact, normalize, snapshot, **o):
     task = T.make_task(size.task)
-    _, _, k_fit, k_eval = jax.random.split(key, 4)
+    keys = _seed_keys(key)
     policy = sequence_policy(task, size.model, ref_params=ref_params, normalize=normalize)
     rm = reward_model(task, size.reward_model, task.config.r_max)
     reward_fn = None
@@ -214,14 +220,16 @@ def _train_one(key, ref_params, data, rm_params, mu_logp, hp, *, size, algorithm
     if snapshot:  # the parameters at each log point, evaluated by a program of their own
         evaluate = algorithm.policy_params
     else:
-        evaluator = _evaluator(k_eval, ref_params, data, rm_params, mu_logp, size=size, n_samples=o["eval_samples"])
+        evaluator = _evaluator(
+            keys["eval"], ref_params, data, rm_params, mu_logp, size=size, n_samples=o["eval_samples"]
+        )
         evaluate = lambda p: evaluator(algorithm.policy_params(p))  # noqa: E731
     _, logs = train_policy(
         policy,
         algorithm,
         data,
         hp,
-        k_fit,
+        keys["fit"],
         exact=exact,
         steps=o["steps"],
         reward_fn=reward_fn,
@@ -248,8 +256,7 @@ def _evaluator(k_eval, ref_params, data, rm_params, mu_logp, *, size, n_samples)
 
 
 def _evaluate_one(key, ref_params, snapshots, data, rm_params, mu_logp, *, size, n_samples):
-    k_eval = jax.random.split(key, 4)[3]
-    evaluate = _evaluator(k_eval, ref_params, data, rm_params, mu_logp, size=size, n_samples=n_samples)
+    evaluate = _evaluator(_seed_keys(key)["eval"], ref_params, data, rm_params, mu_logp, size=size, n_samples=n_samples)
     return jax.lax.map(evaluate, snapshots)
 
 
