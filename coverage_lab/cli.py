@@ -194,7 +194,9 @@ def record_time(path: Path, name: str, seconds: float, smoke: bool, jobs: int = 
     row = pd.DataFrame({"experiment": [name], "seconds": [round(seconds, 1)], "smoke": [bool(smoke)], "jobs": [jobs]})
     if path.exists():
         old = pd.read_csv(path)
+        old["jobs"] = old["jobs"].fillna(1) if "jobs" in old else 1  # files from before the column: one job
         row = pd.concat([old[~((old.experiment == name) & (old.smoke == bool(smoke)))], row], ignore_index=True)
+    row["jobs"] = row["jobs"].astype(int)
     row.to_csv(path, index=False)
 
 

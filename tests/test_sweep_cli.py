@@ -92,6 +92,8 @@ def test_reproduce_all_starts_the_longest_recorded_group_first(tmp_path, monkeyp
     seconds = cli.reproduce_all(["rates", "kl_estimators", "lower_bound"], smoke=True, out=tmp_path)
     assert ran == [["kl_estimators"], ["lower_bound"], ["rates"]]  # unknown, then 5 s, then 1 s (smoke times)
     assert seconds == {"rates": 0.5, "kl_estimators": 0.5, "lower_bound": 0.5}
+    timings = pd.read_csv(tmp_path / "timings.csv")  # written before the jobs column: those rows ran alone
+    assert timings["jobs"].tolist() == [1] * len(timings) and len(timings) == 4
     with pytest.raises(ValueError, match="jobs"):
         cli.reproduce_all(["rates"], jobs=0, out=tmp_path)
 
