@@ -69,3 +69,17 @@ def test_the_worked_example_works_when_followed_literally(tmp_path):
         timeout=120,
     )
     assert ruff.returncode == 0, ruff.stdout[-3000:]
+
+
+def test_reproductions_table_minutes_are_the_recorded_timings():
+    """The minutes column of the Reproductions table is ``figures/timings.csv``, not numbers typed apart from it."""
+    import pandas as pd
+
+    seconds = pd.read_csv(README.parent / "figures" / "timings.csv").set_index("experiment")["seconds"]
+    section = README.read_text().split("## Reproductions", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| \[`(\w+)`\].*\| ([0-9.]+) \|$", section, re.M)
+    assert len(rows) == len(seconds) - ("all" in seconds), rows
+    for name, minutes in rows:
+        assert abs(float(minutes) - seconds[name] / 60) <= 0.005 + 0.05 * seconds[name] / 60, name
+    wall = re.search(r"\((\d+) s wall in all", section)
+    assert wall and abs(int(wall.group(1)) - seconds["all"]) <= 1
