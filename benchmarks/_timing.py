@@ -65,11 +65,15 @@ def row(benchmark: str, quantity: str, value: float, unit: str) -> dict:
     return {"benchmark": benchmark, "quantity": quantity, "value": float(value), "unit": unit}
 
 
+def _timed(fn: Callable[[], object]):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - start, out
+
+
 def wall(fn: Callable[[], object]) -> float:
     """Wall time of one call, waiting for JAX's asynchronous results."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
+    return _timed(fn)[0]
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3, budget: float | None = None, result: bool = False):
@@ -77,9 +81,7 @@ def best_of(fn: Callable[[], object], repeat: int = 3, budget: float | None = No
     seconds are spent, after at least one call. With ``result``: ``(seconds, what the last call returned)``."""
     best, spent, out = float("inf"), 0.0, None
     for _ in range(repeat):
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        t = time.perf_counter() - start
+        t, out = _timed(fn)
         best, spent = min(best, t), spent + t
         if budget is not None and spent > budget:
             break

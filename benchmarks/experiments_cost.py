@@ -94,10 +94,12 @@ def measure(name: str, *, smoke: bool = False, deadline: float = math.inf, timeo
 
 def reproduce_cost(path: Path = TIMINGS) -> pd.DataFrame | None:
     """Seconds per experiment of the latest full-size ``coverage-lab reproduce`` in ``path``, or None."""
-    if not Path(path).exists():
+    from coverage_lab.cli import read_timings
+
+    df = read_timings(path)
+    full = df[~df["smoke"]]
+    if full.empty:
         return None
-    df = pd.read_csv(path)
-    full = df[~df["smoke"].astype(str).str.lower().isin(("true", "1"))]
     return full.groupby("experiment", sort=False).last().reset_index()[["experiment", "seconds"]]
 
 

@@ -39,13 +39,22 @@ def bits(key, n: int):
     concatenated. One hash gives two words, where the partitionable scheme hashes once per word; the scheme only
     matters for an array sharded within one key's draw, which a seed's draws never are (seeds are sharded whole).
     Keys of another PRNG implementation go to ``jax.random.bits``."""
-    if str(jax.random.key_impl(key)) != "threefry2x32":
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < 2**32 - 1:
+        raise ValueError(f"n must be an integer in [0, 2**32 - 1), got {n!r}")
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if key.shape != (() if typed else (2,)):
+        raise ValueError(f"key must be one PRNG key (shape () typed, (2,) raw), got shape {key.shape}")
+    if not _is_threefry(key):
         with jax.threefry_partitionable(False):
             return jax.random.bits(key, (n,), jnp.uint32)
     k = jax.random.key_data(key)
     count = jnp.concatenate([jnp.arange(n, dtype=jnp.uint32), jnp.zeros(n % 2, jnp.uint32)])
     half = count.shape[0] // 2
     return jnp.concatenate(_threefry2x32(k[0], k[1], count[:half], count[half:]))[:n]
+
+
+def _is_threefry(key) -> bool:
+    return jax.random.key_impl(key) == jax.random.key_impl(jax.random.key(0, impl="threefry2x32"))
 
 
 def uniform(key, shape):

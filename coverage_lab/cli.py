@@ -118,13 +118,18 @@ def reproduce_all(
     Experiments go to the workers in groups (``experiments.groups``: those that share a run in memory stay in one
     process), the group that took longest in ``out/timings.csv`` (else in the repository's ``figures/``) first,
     unknown ones before known ones, so the longest does not start last. With ``jobs = 1``, or one group,
-    everything runs in this process. Each experiment's time goes to ``out/timings.csv`` with the number of jobs it
-    shared the machine with, and, when every experiment ran, the whole run's wall time as experiment ``all``."""
+    everything runs in this process. Each experiment's time goes to ``out/timings.csv`` as it ends, with the number
+    of jobs it shared the machine with; when every experiment ran, the whole run's wall time goes there as
+    experiment ``all`` (a partial run drops an older ``all`` row). With several jobs, if an experiment fails the
+    other groups still run and are recorded, then the first failure is raised."""
     import experiments
 
-    jobs = int(jobs)
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(f"names must be a non-empty list of experiment names, got {names!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
+        raise ValueError(f"seeds must be None or an integer >= 1, got {seeds!r}")
     groups = experiments.groups(list(names))
     timings = Path(out) / "timings.csv"
     known = _recorded_seconds(timings if timings.exists() else _COMMITTED_TIMINGS, smoke)
@@ -132,24 +137,32 @@ def reproduce_all(
     jobs = min(jobs, len(groups))
     start = time.perf_counter()
     seconds: dict[str, float] = {}
+    errors: list[BaseException] = []
+
+    def record(done):
+        for name, s in done:
+            seconds[name] = s
+            record_time(timings, name, s, smoke, jobs)
+
     if jobs == 1:
         for group in groups:
-            for name, s in _run_group(group, smoke, seeds, str(out), True):
-                seconds[name] = s
-                record_time(timings, name, s, smoke, jobs)
+            record(_run_group(group, smoke, seeds, str(out), True))
     else:  # spawn: a forked child would inherit this process's JAX runtime threads
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, g, smoke, seeds, str(out)) for g in groups]
-            try:
-                for future in as_completed(futures):
-                    for name, s in future.result():
-                        seconds[name] = s
-                        record_time(timings, name, s, smoke, jobs)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    if set(experiments.available()) <= set(seconds):
-        record_time(timings, "all", time.perf_counter() - start, smoke, jobs)
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            for future in as_completed([pool.submit(_worker, g, smoke, seeds, str(out)) for g in groups]):
+                try:
+                    record(future.result())
+                except Exception as err:  # the other groups go on; raised below
+                    errors.append(err)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+    full = set(experiments.available()) <= set(seconds)
+    record_time(timings, "all", time.perf_counter() - start if full else None, smoke, jobs)
+    if errors:
+        raise errors[0]
     return seconds
 
 
@@ -176,28 +189,47 @@ def _run_group(names, smoke, seeds, out, progress) -> list[tuple[str, float]]:
 _COMMITTED_TIMINGS = Path(__file__).resolve().parents[1] / "figures" / "timings.csv"
 
 
+def read_timings(path: str | Path):
+    """``timings.csv`` as a DataFrame (experiment, seconds, smoke as bool, jobs as int; files from before the
+    ``jobs`` column count as one job); empty if the file is missing or unreadable (the timings only order work)."""
+    import pandas as pd
+
+    empty = pd.DataFrame({"experiment": [], "seconds": [], "smoke": [], "jobs": []})
+    try:
+        df = pd.read_csv(path)
+        df = df.assign(
+            seconds=df["seconds"].astype(float),
+            smoke=df["smoke"].astype(str).str.lower().isin(("true", "1")),
+            jobs=(df["jobs"].fillna(1) if "jobs" in df else 1),
+        )
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return empty
+    return df.astype({"jobs": int})[list(empty.columns)]
+
+
 def _recorded_seconds(path: Path, smoke: bool) -> dict[str, float]:
-    import pandas as pd
-
-    if not path.exists():
-        return {}
-    df = pd.read_csv(path)
-    df = df[df["smoke"].astype(str).str.lower().isin(("true", "1")) == bool(smoke)]
-    return dict(zip(df["experiment"], df["seconds"].astype(float), strict=True))
+    df = read_timings(path)
+    df = df[df["smoke"] == bool(smoke)]
+    return dict(zip(df["experiment"], df["seconds"], strict=True))
 
 
-def record_time(path: Path, name: str, seconds: float, smoke: bool, jobs: int = 1) -> None:
+def record_time(path: Path, name: str, seconds: float | None, smoke: bool, jobs: int = 1) -> None:
     """Keep ``path`` (columns experiment, seconds, smoke, jobs) with one row per experiment and size, the latest
-    run; ``jobs``: how many experiments ran at a time beside it."""
+    run (``seconds=None``: drop the row); ``jobs``: how many experiments ran at a time beside it. Written to a
+    temporary file and renamed, so an interrupted write leaves the old file."""
     import pandas as pd
 
-    row = pd.DataFrame({"experiment": [name], "seconds": [round(seconds, 1)], "smoke": [bool(smoke)], "jobs": [jobs]})
-    if path.exists():
-        old = pd.read_csv(path)
-        old["jobs"] = old["jobs"].fillna(1) if "jobs" in old else 1  # files from before the column: one job
-        row = pd.concat([old[~((old.experiment == name) & (old.smoke == bool(smoke)))], row], ignore_index=True)
-    row["jobs"] = row["jobs"].astype(int)
-    row.to_csv(path, index=False)
+    path = Path(path)
+    old = read_timings(path)
+    rows = old[~((old["experiment"] == name) & (old["smoke"] == bool(smoke)))]
+    if seconds is not None:
+        new = pd.DataFrame({"experiment": [name], "seconds": [round(seconds, 1)], "smoke": [bool(smoke)]})
+        rows = pd.concat([rows, new.assign(jobs=int(jobs))], ignore_index=True)
+    if rows.empty and not path.exists():
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    rows.astype({"jobs": int}).to_csv(tmp, index=False)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

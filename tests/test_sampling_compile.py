@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from coverage_lab import jit
-from coverage_lab._sampling import bits, categorical, uniform
+from coverage_lab._sampling import _is_threefry, bits, categorical, uniform
 
 
 @pytest.mark.parametrize("n", [16, 100])  # a comparison against every entry below 64, a binary search above
@@ -48,6 +48,16 @@ def test_bits_and_uniform_are_jax_sequential_threefry_bit_for_bit(n):
     np.testing.assert_array_equal(jax.jit(jax.vmap(lambda k: bits(k, n)))(keys), want_bits)
     np.testing.assert_array_equal(uniform(keys[0], (n,)), want_u)
     np.testing.assert_array_equal(bits(rbg, n), want_rbg)
+    assert _is_threefry(keys[0]) and _is_threefry(jax.random.PRNGKey(0)) and not _is_threefry(rbg)  # the fast path
+
+
+def test_bits_rejects_what_it_cannot_draw():
+    with pytest.raises(ValueError, match="key must be one PRNG key"):
+        bits(jax.random.split(jax.random.key(0), 3), 3)
+    for n in (-1, 2**32 - 1, 2.0, True):
+        with pytest.raises(ValueError, match="n must be"):
+            bits(jax.random.key(0), n)
+    assert bits(jax.random.key(0), 0).shape == (0,)
 
 
 def test_jit_top_level_nested_and_as_decorator():

@@ -94,12 +94,26 @@ def test_reproduce_all_starts_the_longest_recorded_group_first(tmp_path, monkeyp
     assert seconds == {"rates": 0.5, "kl_estimators": 0.5, "lower_bound": 0.5}
     timings = pd.read_csv(tmp_path / "timings.csv")  # written before the jobs column: those rows ran alone
     assert timings["jobs"].tolist() == [1] * len(timings) and len(timings) == 4
-    with pytest.raises(ValueError, match="jobs"):
-        cli.reproduce_all(["rates"], jobs=0, out=tmp_path)
+    for bad in (dict(jobs=0), dict(jobs=2.5), dict(seeds=0), dict(names=[]), dict(names="rates")):
+        kw = {"names": ["rates"], "out": tmp_path, **bad}
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            cli.reproduce_all(**kw)
 
 
-def test_reproduce_in_two_processes_writes_the_same_csvs(tmp_path):
+def test_timings_file_is_rewritten_whole_and_read_forgivingly(tmp_path):
+    path = tmp_path / "timings.csv"
+    cli.record_time(path, "rates", 2.04, False, 2)
+    cli.record_time(path, "all", 3.0, False, 2)
+    cli.record_time(path, "all", None, False)  # a partial run drops the whole-run row
+    assert path.read_text() == "experiment,seconds,smoke,jobs\nrates,2.0,False,2\n"
+    assert not list(tmp_path.glob("*.tmp"))
+    path.write_text("not,a\ntimings file")
+    assert cli.read_timings(path).empty and cli.read_timings(tmp_path / "missing.csv").empty
+
+
+def test_reproduce_in_two_processes_writes_the_same_csvs(tmp_path, monkeypatch):
     """Worker processes change where an experiment runs, not what it computes."""
+    monkeypatch.setenv("JAX_NUMPY_RANK_PROMOTION", "raise")  # the workers run under the suite's strict setting
     names = ["ood_without_fa", "kl_estimators"]
     for jobs in (1, 2):
         cli.reproduce_all(names, jobs=jobs, smoke=True, out=tmp_path / str(jobs))
