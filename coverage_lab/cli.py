@@ -50,9 +50,8 @@ def reproduce(
 
     out = Path(out)
     csv, partial = out / f"{name}.csv", out / f".{name}.partial.csv"
-    df = run_sweep(
-        settings, run, partial, label=name, progress=progress
-    )  # an interrupted run resumes from the partial CSV
+    # an interrupted run resumes from the partial CSV
+    df = run_sweep(settings, run, partial, label=name, progress=progress)
     os.replace(partial, csv)
     fig = module.plot(df)
     plotting.save(fig, out / f"{name}.png")
