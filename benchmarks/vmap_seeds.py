@@ -184,11 +184,11 @@ def breakdown(problem: Problem, n_seeds: int, steps: int) -> dict:
 
     parts = {
         "steps": (jax.jit(jax.vmap(scanned)), (carries, inputs)),
-        "minibatch_indices": (jax.jit(jax.vmap(lambda k: D.minibatch_indices(k, n_pairs, bs, steps))), keys),
-        "sample_pairs": (jax.jit(jax.vmap(lambda k: D._sample_pairs(k, rho, pair, pref, n_pairs))), keys),
+        "minibatch_indices": (jax.jit(jax.vmap(lambda k: D.minibatch_indices(k, n_pairs, bs, steps))), (keys,)),
+        "sample_pairs": (jax.jit(jax.vmap(lambda k: D._sample_pairs(k, rho, pair, pref, n_pairs))), (keys,)),
     }
     kw = dict(mu=mu, n_pairs=n_pairs, steps=steps, key=jax.random.key(1), batch_size=batch_size, learning_rate=lr)
-    calls = {name: (lambda f=f, a=a: f(*a) if isinstance(a, tuple) else f(a)) for name, (f, a) in parts.items()}
+    calls = {name: (lambda f=f, a=a: f(*a)) for name, (f, a) in parts.items()}
     calls["run"] = lambda: cl.run(env, algorithm, seeds=n_seeds, **kw).logs
     for call in calls.values():
         wall(call)
