@@ -297,6 +297,46 @@ def train_policy(
     )
 
 
+def train_on_data(
+    env: TabularBandit | LinearBandit,
+    algorithm: A.Algorithm,
+    data: D.Batch,
+    hp: dict,
+    *,
+    key: jax.Array,
+    rm_key: jax.Array,
+    exact: bool,
+    steps: int,
+    reward_steps: int,
+    learning_rate: float,
+    optimizer: optax.GradientTransformation | None = None,
+    batch_size: int | None = None,
+    pref_XxYxY=None,
+    log_every: int | None = None,
+):
+    """One seed's run on given offline ``data``: the bounded reward model fitted on it first if ``algorithm``
+    uses one (:func:`fit_reward_model` with ``rm_key``, ``reward_steps`` steps), then the policy
+    (:func:`train_policy` with ``key``, ``steps`` steps). What :func:`run` does after drawing the data, for callers
+    that bring their own (``experiments.rates``: the sufficient statistics of sampled pairs).
+
+    Pure in the keys (``jit``/``vmap`` it). ``optimizer`` defaults to :func:`default_optimizer` of
+    ``learning_rate`` over each fit's steps. Returns :func:`train_policy`'s ``(params, logs)``.
+    """
+    if not isinstance(env, (TabularBandit, LinearBandit)):
+        raise ValueError(f"env must be a TabularBandit or LinearBandit, got {type(env).__name__}")
+    reward_fn = None
+    if algorithm.reward_model:
+        rm = bounded_reward_model(env, hp["r_max"])
+        rm_opt = optimizer or default_optimizer(learning_rate, reward_steps)
+        w = fit_reward_model(rm, data, rm_key, steps=reward_steps, optimizer=rm_opt, batch_size=batch_size)
+        reward_fn = functools.partial(rm.rewards, w)
+    return train_policy(
+        default_policy(env), algorithm, data, hp, key, exact=exact, steps=steps, reward_fn=reward_fn,
+        pref_XxYxY=pref_XxYxY, batch_size=batch_size, optimizer=optimizer or default_optimizer(learning_rate, steps),
+        log_every=log_every,
+    )  # fmt: skip
+
+
 def _run_one(
     key, env, exact_data, pair, pref, hp, *, algorithm, n_pairs, batch_size, steps, reward_steps, learning_rate,
     optimizer, log_every,
@@ -304,17 +344,10 @@ def _run_one(
     k_data, k_rm, k_train = jax.random.split(key, 3)
     exact = n_pairs is None
     data = exact_data if exact else D._sample_pairs(k_data, env.rho_X, pair, pref, n_pairs)
-    batch_size = None if exact else min(batch_size, n_pairs)
-    reward_fn = None
-    if algorithm.reward_model:
-        rm = bounded_reward_model(env, hp["r_max"])
-        rm_opt = optimizer or default_optimizer(learning_rate, reward_steps)
-        w = fit_reward_model(rm, data, k_rm, steps=reward_steps, optimizer=rm_opt, batch_size=batch_size)
-        reward_fn = functools.partial(rm.rewards, w)
-    optimizer = optimizer or default_optimizer(learning_rate, steps)
-    _, logs = train_policy(
-        default_policy(env), algorithm, data, hp, k_train, exact=exact, steps=steps, reward_fn=reward_fn,
-        pref_XxYxY=pref, batch_size=batch_size, optimizer=optimizer, log_every=log_every,
+    _, logs = train_on_data(
+        env, algorithm, data, hp, key=k_train, rm_key=k_rm, exact=exact, steps=steps, reward_steps=reward_steps,
+        learning_rate=learning_rate, optimizer=optimizer, batch_size=None if exact else min(batch_size, n_pairs),
+        pref_XxYxY=pref, log_every=log_every,
     )  # fmt: skip
     return logs, data
 

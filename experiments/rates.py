@@ -44,8 +44,6 @@ first-order reward gap shows the ``1/sqrt(N)`` rate. Fitted slopes with 95% inte
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -54,8 +52,8 @@ import pandas as pd
 
 from coverage_lab import algorithms, bandits, coverage, exact, jit, metrics, plotting
 from coverage_lab import data as D
-from coverage_lab.policies import bounded_reward_model, default_policy
-from coverage_lab.simulation import default_optimizer, fit_reward_model, simulate, train_policy
+from coverage_lab.policies import default_policy
+from coverage_lab.simulation import simulate, train_on_data
 
 SHAPE = (3, 8)  # prompts, responses; separation_map uses the same shape, so the compiled programs are shared
 N_GRID = (100, 300, 1000, 3000, 10_000, 30_000, 100_000)
@@ -102,18 +100,10 @@ def _sample_counts(keys_B, n_B, p_BxXxYxY):
 
 @jit(static_argnames=("algorithm", "steps", "learning_rate"))
 def _train(keys_B, env, data_B, hp, *, algorithm, steps, learning_rate):
-    optimizer = default_optimizer(learning_rate, steps)
-
-    def one(key, data):
-        reward_fn = None
-        if algorithm.reward_model:
-            rm = bounded_reward_model(env, hp["r_max"])
-            reward_fn = functools.partial(rm.rewards, fit_reward_model(rm, data, key, steps=steps, optimizer=optimizer))
-        policy = default_policy(env)
-        params, _ = train_policy(
-            policy, algorithm, data, hp, key, exact=True, steps=steps, reward_fn=reward_fn, optimizer=optimizer
-        )
-        return policy.table(algorithm.policy_params(params))
+    def one(key, data):  # full batch, exact on-policy expectations: the keys draw nothing
+        opts = dict(exact=True, steps=steps, reward_steps=steps, learning_rate=learning_rate)
+        params, _ = train_on_data(env, algorithm, data, hp, key=key, rm_key=key, **opts)
+        return default_policy(env).table(algorithm.policy_params(params))
 
     return jax.vmap(one)(keys_B, data_B)
 

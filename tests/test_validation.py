@@ -98,6 +98,22 @@ CASES = [
         ),
         "hp",
     ),  # fmt: skip
+    (
+        "train on data: not a bandit",
+        lambda: cl.simulation.train_on_data(
+            "env",
+            A.dpo(),
+            PAIRS,
+            {"beta": 0.1},
+            key=jax.random.key(0),
+            rm_key=jax.random.key(0),
+            exact=False,
+            steps=1,
+            reward_steps=1,
+            learning_rate=0.1,
+        ),
+        "env",
+    ),  # fmt: skip
 ]
 
 
