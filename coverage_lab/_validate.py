@@ -69,6 +69,11 @@ def nonnegative(name: str, v) -> float:
     return f
 
 
+def number(name: str, v) -> float:
+    """Checks a finite scalar of any sign (skipped for tracers)."""
+    return v if not is_concrete(v) else _scalar(name, v)
+
+
 def integer(name: str, v, *, minimum: int) -> int:
     """Checks a Python integer >= ``minimum``."""
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -96,13 +101,12 @@ def shape(name: str, x, expected: tuple) -> None:
 
 
 def _scalar(name: str, v) -> float:
-    a = np.asarray(v)
-    if a.ndim != 0 and a.size != 1:
-        # sweep values may be arrays: check every entry
-        a = array(name, a)
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name} must be finite")
-        return float(a.min())
+    """``v`` as a finite float; a list, an array of several entries or a bool is refused, not reduced."""
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, (np.ndarray, jax.Array)) and v.dtype == bool):
+        raise ValueError(f"{name} must be a number, got {v!r}")
+    a = np.asarray(v) if isinstance(v, (int, float, np.ndarray, np.generic, jax.Array)) else None
+    if a is None or a.ndim != 0:
+        raise ValueError(f"{name} must be a single number (a scalar), got {v!r}")
     try:
         f = float(a)
     except (TypeError, ValueError) as err:
@@ -123,7 +127,12 @@ def key(name: str, k) -> jax.Array:
 
 def seed_ids(seeds) -> list[int]:
     """``seeds``: a count ``n`` (ids ``0..n-1``) or a non-empty list of non-negative integer ids."""
-    ids = list(range(integer("seeds", seeds, minimum=1))) if isinstance(seeds, int) else list(seeds)
+    if isinstance(seeds, (int, np.integer)):
+        return list(range(integer("seeds", seeds, minimum=1)))
+    try:
+        ids = list(seeds)
+    except TypeError as err:
+        raise ValueError(f"seeds must be a positive count or a list of non-negative ids, got {seeds!r}") from err
     if not ids or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in ids):
         raise ValueError(f"seeds must be a positive count or a list of non-negative ids, got {seeds!r}")
     return [int(s) for s in ids]

@@ -20,9 +20,9 @@ from coverage_lab import _validate as V
 
 
 def _concrete(*xs) -> bool:
-    """True when every leaf is a real array or number (not a tracer or a pytree placeholder)."""
-    ok = (np.ndarray, jax.Array, list, tuple, float, int, np.floating, np.integer)
-    return all(isinstance(x, ok) and V.is_concrete(x) for x in xs)
+    """True unless a field is a tracer or a pytree placeholder (``None``, JAX's sentinels, a ``vmap`` axis spec):
+    anything array-like (numpy, JAX, pandas, lists) or numeric is validated."""
+    return all(V.is_concrete(x) and (hasattr(x, "__array__") or isinstance(x, (list, tuple, float, int))) for x in xs)
 
 
 def _pytree(cls):
@@ -142,6 +142,12 @@ Bandit = TabularBandit | LinearBandit
 # Named instances. Paper instances come with the offline distribution ``mu_XxY`` that defines them.
 
 
+def check_bandit(env, name: str = "env") -> None:
+    """Raises a ValueError naming ``name`` unless ``env`` is a :class:`TabularBandit` or :class:`LinearBandit`."""
+    if not isinstance(env, (TabularBandit, LinearBandit)):
+        raise ValueError(f"{name} must be a TabularBandit or LinearBandit, got {type(env).__name__}")
+
+
 def counterexample(eps: float = 1e-3, r_max: float = 1.0) -> tuple[TabularBandit, np.ndarray]:
     """The out-of-support construction of arXiv:2406.01462 (SPEC §4.2): one prompt, three responses.
 
@@ -232,6 +238,7 @@ def gaussian_bump(
     n_responses = V.integer("n_responses", n_responses, minimum=2)
     V.positive("width", width)
     V.positive("ref_width", ref_width)
+    peak, ref_mode = V.number("peak", peak), V.number("ref_mode", ref_mode)
     y = np.arange(n_responses, dtype=np.float64)
     reward = np.exp(-0.5 * ((y - peak) / width) ** 2)
     pi_ref = np.exp(-0.5 * ((y - ref_mode) / ref_width) ** 2) + 1e-8

@@ -63,7 +63,11 @@ def _log(p: np.ndarray) -> np.ndarray:
 
 
 def _log_tilt(log_base: np.ndarray, reward: np.ndarray, beta: float) -> np.ndarray:
-    logits = log_base + reward / beta
+    with np.errstate(over="ignore"):
+        scaled = reward / beta
+    if not np.isfinite(scaled).all():
+        raise ValueError(f"beta ({beta:g}) is too small for the reward's scale: r/beta overflows float64")
+    logits = log_base + scaled
     return logits - logsumexp(logits, axis=-1, keepdims=True)
 
 

@@ -17,7 +17,7 @@ from coverage_lab import _validate as V
 from coverage_lab import exact, losses
 from coverage_lab._compile import jit
 from coverage_lab._sampling import categorical
-from coverage_lab.bandits import LinearBandit, TabularBandit
+from coverage_lab.bandits import LinearBandit, TabularBandit, check_bandit
 from coverage_lab.data import Batch
 
 NAMES = (
@@ -36,12 +36,17 @@ NAMES = (
 )
 
 
-def _policies(logp_NxXxY, n_responses: int) -> np.ndarray:
-    logp = np.asarray(logp_NxXxY, np.float64)
-    if logp.ndim != 3 or logp.shape[-1] != n_responses:
-        raise ValueError(f"logp_NxXxY must have shape (N, X, {n_responses}), got {logp.shape}")
-    if np.isnan(logp).any():
-        raise ValueError("logp_NxXxY contains NaN")
+def _policies(logp_NxXxY, n_prompts: int, n_responses: int) -> np.ndarray:
+    try:
+        logp = np.asarray(logp_NxXxY, np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"logp_NxXxY must be an array of numbers, got {type(logp_NxXxY).__name__}") from err
+    if logp.ndim != 3 or logp.shape[1:] != (n_prompts, n_responses):
+        raise ValueError(f"logp_NxXxY must have shape (N, {n_prompts}, {n_responses}), got {logp.shape}")
+    if np.isnan(logp).any() or np.isposinf(logp).any():
+        raise ValueError("logp_NxXxY contains NaN or +inf")
+    if not np.isfinite(logp).any(-1).all():
+        raise ValueError("logp_NxXxY has a row with no finite entry (a policy with no mass)")
     pi = np.exp(logp - logp.max(-1, keepdims=True))
     return pi / pi.sum(-1, keepdims=True)
 
@@ -58,8 +63,9 @@ def policy_metrics(logp_NxXxY, env: TabularBandit | LinearBandit, *, beta, mu_Xx
     ``logp_best`` E_x log pi(argmax_y r*(x, y)|x), and, given ``mu_XxY``, ``ood_mass`` = E_x pi(y: mu(y|x) = 0).
     """
     beta = V.positive("beta", beta)
+    check_bandit(env)
     rho, pi_ref, reward = (np.asarray(a, np.float64) for a in (env.rho_X, env.pi_ref_XxY, env.reward_XxY))
-    pi = _policies(logp_NxXxY, env.n_responses)
+    pi = _policies(logp_NxXxY, env.n_prompts, env.n_responses)
     n, x, y = pi.shape
     rows = pi.reshape(n * x, y)
     kl = exact.kl_per_prompt(rows, np.tile(pi_ref, (n, 1))).reshape(n, x)
@@ -85,13 +91,21 @@ def data_metrics(logp_NxXxY, data: Batch, n_prompts: int, n_responses: int) -> d
     """Metrics against a dataset of pairs: weighted mean ``logp_chosen`` and ``logp_rejected``, and
     ``ood_mass_empirical``: the mass on responses never seen with their prompt in the data, averaged over the
     data's prompts weighted by how often they occur."""
+    n_prompts = V.integer("n_prompts", n_prompts, minimum=1)
+    n_responses = V.integer("n_responses", n_responses, minimum=1)
+    if not isinstance(data, Batch):
+        raise ValueError(f"data must be a data.Batch, got {type(data).__name__}")
+    pi = _policies(logp_NxXxY, n_prompts, n_responses)
     logp = np.asarray(logp_NxXxY, np.float64)
     x, y_w, y_l = (np.asarray(v) for v in (data.x_B, data.y_w_B, data.y_l_B))
     w = np.asarray(data.weight_B, np.float64)
+    if x.size and (x.min() < 0 or x.max() >= n_prompts or min(y_w.min(), y_l.min()) < 0):
+        raise ValueError(f"data has prompts outside [0, {n_prompts}) or negative responses")
+    if y_w.size and max(y_w.max(), y_l.max()) >= n_responses:
+        raise ValueError(f"data has responses outside [0, {n_responses}) (n_responses)")
     seen = np.zeros((n_prompts, n_responses), bool)
     seen[x[w > 0], y_w[w > 0]] = seen[x[w > 0], y_l[w > 0]] = True
     prompt_w = np.bincount(x, weights=w, minlength=n_prompts)
-    pi = _policies(logp, n_responses)
     return {
         "logp_chosen": logp[:, x, y_w] @ w,
         "logp_rejected": logp[:, x, y_l] @ w,
@@ -104,6 +118,10 @@ def sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples: int = 64) -> dict[
     prompt, averaged with weights ``rho`` (keys: ``kl_k1``, ``kl_k3``; shapes (N,))."""
     V.key("key", key)
     n_samples = V.integer("n_samples", n_samples, minimum=1)
+    pi_ref = V.prob_table("pi_ref_XxY", pi_ref_XxY, ndim=2)
+    rho = V.prob_table("rho_X", rho_X, ndim=1)
+    V.shape("rho_X", rho, pi_ref.shape[:1])
+    _policies(logp_NxXxY, *pi_ref.shape)
     return {k: np.asarray(v, np.float64) for k, v in _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples).items()}
 
 

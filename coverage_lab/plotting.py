@@ -55,7 +55,11 @@ def loglog_fit(n, err) -> tuple[float, float, float]:
     from scipy import stats
 
     n, err = np.asarray(n, float), np.asarray(err, float)
+    if n.ndim != 1 or n.shape != err.shape:
+        raise ValueError(f"n and err must be 1-D of the same length, got shapes {n.shape} and {err.shape}")
     ok = (n > 0) & (err > 0) & np.isfinite(err)
+    if ok.sum() < 3:
+        raise ValueError(f"err needs at least 3 positive finite points for a slope and its interval, got {ok.sum()}")
     res = stats.linregress(np.log(n[ok]), np.log(err[ok]))
     t = stats.t.ppf(0.975, max(ok.sum() - 2, 1))
     return res.slope, res.slope - t * res.stderr, res.slope + t * res.stderr

@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from coverage_lab import _validate as V
 from coverage_lab._sampling import categorical
-from coverage_lab.bandits import LinearBandit, TabularBandit
+from coverage_lab.bandits import LinearBandit, TabularBandit, check_bandit
 
 Params = Any
 
@@ -60,6 +61,7 @@ def from_table(init: Callable[[jax.Array], Params], table: Callable[[Params], ja
 
 def tabular_softmax(env: TabularBandit | LinearBandit) -> Policy:
     """Tabular softmax policy: ``params = logits_XxY``, ``pi = softmax(logits)``, initialised at ``log pi_ref``."""
+    check_bandit(env)
     log_pi_ref_XxY = jnp.log(jnp.asarray(env.pi_ref_XxY, jnp.float32))
     return from_table(lambda key: log_pi_ref_XxY, lambda logits: jax.nn.log_softmax(logits, axis=-1))
 
@@ -75,6 +77,7 @@ def log_linear(env: LinearBandit) -> Policy:
 
 def default_policy(env: TabularBandit | LinearBandit) -> Policy:
     """The natural policy class of an environment: log-linear for a linear bandit, tabular softmax otherwise."""
+    check_bandit(env)
     return log_linear(env) if isinstance(env, LinearBandit) else tabular_softmax(env)
 
 
@@ -83,6 +86,8 @@ def bounded_reward_model(env: TabularBandit | LinearBandit, r_max) -> RewardMode
 
     Initialised at ``w = 0``, i.e. ``r = r_max / 2`` everywhere: a response the data never shows keeps it.
     """
+    check_bandit(env)
+    V.positive("r_max", r_max)  # skipped when traced (a swept hyper-parameter)
     if isinstance(env, LinearBandit):
         phi_XxYxD = jnp.asarray(env.phi_XxYxD, jnp.float32)
         init = lambda key: jnp.zeros(phi_XxYxD.shape[-1], jnp.float32)  # noqa: E731

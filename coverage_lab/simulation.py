@@ -24,7 +24,7 @@ from coverage_lab import algorithms as A
 from coverage_lab import data as D
 from coverage_lab import metrics as M
 from coverage_lab._compile import jit
-from coverage_lab.bandits import LinearBandit, TabularBandit, preference_table
+from coverage_lab.bandits import LinearBandit, TabularBandit, check_bandit, preference_table
 from coverage_lab.coverage import pair_table
 from coverage_lab.policies import Policy, RewardModel, bounded_reward_model, default_policy
 from coverage_lab.train import fit
@@ -68,8 +68,7 @@ def run(
     in lams]``): every (value, seed) pair is then a row of one compiled, vmapped call, the rows sharded over the
     devices like seeds, each value on the same seeds (the same data); returns one :class:`Run` per value.
     """
-    if not isinstance(env, (TabularBandit, LinearBandit)):
-        raise ValueError(f"env must be a TabularBandit or LinearBandit, got {type(env).__name__}")
+    check_bandit(env)
     sweep = not isinstance(algorithm, A.Algorithm)
     algorithms = _sweep_values(algorithm)
     algorithm = algorithms[0]
@@ -98,6 +97,7 @@ def run(
     else:
         pair = V.array("pair_XxYxY", pair_XxYxY, ndim=3)
         V.shape("pair_XxYxY", pair, pi_ref.shape + pi_ref.shape[-1:])
+        V.prob_table("pair_XxYxY", pair.reshape(pair.shape[0], -1))  # a distribution over (y, y') per prompt
         if ((pair.sum(2) + pair.sum(1) > 0) & (mu == 0)).any():
             raise ValueError("pair_XxYxY shows responses that mu gives no mass: pass the mu it was built from")
     pref = preference_table(env.reward_XxY, temperature=temperature, deterministic=deterministic)
@@ -211,6 +211,8 @@ def simulate(
       one column per hyper-parameter of the algorithm.
     """
     names = M.NAMES if metrics is None else tuple(metrics)
+    if not names:
+        raise ValueError("metrics must name at least one metric (None: all of metrics.NAMES)")
     unknown = sorted(set(names) - set(M.NAMES))
     if unknown:
         raise ValueError(f"metrics has unknown names {unknown}; known: {list(M.NAMES)}")
@@ -276,9 +278,7 @@ def train_policy(
     """
     if algorithm.reward_model and reward_fn is None:
         raise ValueError(f"reward_fn is required: {algorithm.name} uses a reward model")
-    missing = sorted(set(algorithm.hparams) - set(hp))
-    if missing:
-        raise ValueError(f"hp lacks {algorithm.name}'s hyper-parameters {missing}")
+    _check_hp(algorithm, hp)
     ref_params = policy.init(key)
     ctx = A.Context(policy, ref_params, exact, reward_fn, pref_XxYxY)
     if evaluate is None and log_every is not None:
@@ -322,8 +322,8 @@ def train_on_data(
     Pure in the keys (``jit``/``vmap`` it). ``optimizer`` defaults to :func:`default_optimizer` of
     ``learning_rate`` over each fit's steps. Returns :func:`train_policy`'s ``(params, logs)``.
     """
-    if not isinstance(env, (TabularBandit, LinearBandit)):
-        raise ValueError(f"env must be a TabularBandit or LinearBandit, got {type(env).__name__}")
+    check_bandit(env)
+    _check_hp(algorithm, hp)
     reward_fn = None
     if algorithm.reward_model:
         rm = bounded_reward_model(env, hp["r_max"])
@@ -335,6 +335,14 @@ def train_on_data(
         pref_XxYxY=pref_XxYxY, batch_size=batch_size, optimizer=optimizer or default_optimizer(learning_rate, steps),
         log_every=log_every,
     )  # fmt: skip
+
+
+def _check_hp(algorithm: A.Algorithm, hp) -> None:
+    if not isinstance(algorithm, A.Algorithm):
+        raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(algorithm).__name__}")
+    missing = sorted(set(algorithm.hparams) - set(hp))
+    if missing:
+        raise ValueError(f"hp lacks {algorithm.name}'s hyper-parameters {missing}")
 
 
 def _run_one(

@@ -44,19 +44,29 @@ def run_sweep(
     Each result gets a ``setting`` column (``setting_id``) and is appended by rewriting the CSV to a
     temporary file and renaming it over the old one (atomic on POSIX). Progress, with an ETA, goes to stderr.
     """
+    if isinstance(settings, (str, bytes, dict)) or not hasattr(settings, "__iter__"):
+        raise ValueError(f"settings must be a sequence of dicts, got {type(settings).__name__}")
+    settings = list(settings)
     if not settings:
         raise ValueError("settings must not be empty")
+    if not all(isinstance(s, dict) for s in settings):
+        raise ValueError("settings must be a sequence of dicts")
     ids = [setting_id(s) for s in settings]
     if len(set(ids)) != len(ids):
         raise ValueError("settings has duplicates")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pd.read_csv(path) if path.exists() else None
+    if table is not None and "setting" not in table:
+        raise ValueError(f"{path} has no 'setting' column: not a sweep's CSV (path)")
     done = set() if table is None else set(table["setting"].unique())
     todo = [(s, i) for s, i in zip(settings, ids, strict=True) if i not in done]
     start = time.perf_counter()
     for n, (setting, sid) in enumerate(todo, 1):
-        rows = run(setting).assign(setting=sid)
+        rows = run(setting)
+        if not isinstance(rows, pd.DataFrame):
+            raise ValueError(f"run must return a pandas DataFrame, got {type(rows).__name__} for setting {sid}")
+        rows = rows.assign(setting=sid)
         table = rows if table is None else pd.concat([table, rows], ignore_index=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         table.to_csv(tmp, index=False)

@@ -2,11 +2,17 @@
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 import coverage_lab as cl
+from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
-from coverage_lab import bandits, coverage, data, exact, losses
+from coverage_lab import bandits, coverage, data, exact, losses, metrics, plotting, policies, sweep
+from coverage_lab.transformer import evaluate as TE
+from coverage_lab.transformer import model as TM
+from coverage_lab.transformer import sizes as TS
+from coverage_lab.transformer import task as TT
 
 GOOD_REF = np.array([[0.5, 0.3, 0.2]])
 GOOD_R = np.array([[1.0, 0.0, 0.5]])
@@ -14,6 +20,17 @@ ONE = np.ones(1)
 env, mu = bandits.counterexample(0.1)
 z = np.zeros(1)
 PAIRS = data.exact_batch(env.rho_X, coverage.pair_table(mu), bandits.preference_table(env.reward_XxY))
+KEY = jax.random.key(0)
+UNIFORM_LOGP = np.log(np.full((1, 1, 3), 1 / 3))
+TOY = TS.get("toy")
+TASK = TT.make_task(TOY.task)
+X2, Y2 = np.zeros(2, np.int32), np.zeros((2, TASK.response_len), np.int32)
+
+
+def _train_on_data(env, algorithm, hp):
+    opts = dict(key=KEY, rm_key=KEY, exact=True, steps=1, reward_steps=1, learning_rate=0.1)
+    return cl.simulation.train_on_data(env, algorithm, PAIRS, hp, **opts)
+
 
 CASES = [
     ("unnormalised rho", lambda: bandits.TabularBandit(np.array([0.7]), GOOD_REF, GOOD_R), "rho_X"),
@@ -98,22 +115,58 @@ CASES = [
         ),
         "hp",
     ),  # fmt: skip
+    ("train on data: not a bandit", lambda: _train_on_data("env", A.dpo(), {"beta": 0.1}), "env"),
+    ("train on data: rlhf without r_max", lambda: _train_on_data(env, A.rlhf(), {"beta": 0.1}), "hp"),
+    # a list or a bool where one number is meant is refused, not reduced to one of its entries
+    ("beta as a list", lambda: exact.optimal_policy(GOOD_R, GOOD_REF, [0.1, 10.0]), "beta"),
+    ("beta as a bool", lambda: A.dpo(beta=True), "beta"),
+    ("lam as an array", lambda: A.hypo(beta=0.1, lam=np.array([0.1, 1.0])), "lam"),
+    ("beta too small for the reward", lambda: exact.optimal_policy(2 * GOOD_R, GOOD_REF, 1e-308), "beta"),
+    ("seeds not a count or ids", lambda: V.seed_ids(2.5), "seeds"),
     (
-        "train on data: not a bandit",
-        lambda: cl.simulation.train_on_data(
-            "env",
-            A.dpo(),
-            PAIRS,
-            {"beta": 0.1},
-            key=jax.random.key(0),
-            rm_key=jax.random.key(0),
-            exact=False,
-            steps=1,
-            reward_steps=1,
-            learning_rate=0.1,
+        "no metrics",
+        lambda: cl.simulate(env, A.dpo(), mu=mu, n_pairs=8, steps=2, seeds=1, key=KEY, metrics=[]),
+        "metrics",
+    ),
+    (
+        "sampled run, pair table not a distribution",
+        lambda: cl.run(
+            env, A.dpo(), mu=mu, pair_XxYxY=2 * coverage.pair_table(mu), n_pairs=8, steps=2, seeds=1, key=KEY
         ),
-        "env",
-    ),  # fmt: skip
+        "pair_XxYxY",
+    ),
+    (
+        "sampled KL, pi_ref not a distribution",
+        lambda: metrics.sampled_kl(KEY, UNIFORM_LOGP, GOOD_REF * 5, ONE),
+        "pi_ref",
+    ),
+    ("sampled KL, rho length", lambda: metrics.sampled_kl(KEY, UNIFORM_LOGP, GOOD_REF, np.ones(2) / 2), "rho_X"),
+    ("sampled KL, logp shape", lambda: metrics.sampled_kl(KEY, np.zeros((1, 3)), GOOD_REF, ONE), "logp_NxXxY"),
+    ("policy metrics, +inf logp", lambda: metrics.policy_metrics(np.array([[[np.inf, 0, 0]]]), env, beta=0.1), "logp"),
+    ("policy metrics, no mass", lambda: metrics.policy_metrics(np.full((1, 1, 3), -np.inf), env, beta=0.1), "logp"),
+    ("policy metrics, not a bandit", lambda: metrics.policy_metrics(UNIFORM_LOGP, "env", beta=0.1), "env"),
+    ("data metrics, prompts", lambda: metrics.data_metrics(UNIFORM_LOGP, PAIRS, 0, 3), "n_prompts"),
+    ("data metrics, not a batch", lambda: metrics.data_metrics(UNIFORM_LOGP, (1, 2, 3), 1, 3), "data"),
+    ("rho as a pandas Series", lambda: bandits.TabularBandit(pd.Series([0.7]), GOOD_REF, GOOD_R), "rho_X"),
+    ("bump peak", lambda: bandits.gaussian_bump(peak=np.inf), "peak"),
+    ("negative r_max (reward model)", lambda: policies.bounded_reward_model(env, -1.0), "r_max"),
+    ("policy of a non-bandit", lambda: policies.tabular_softmax("env"), "env"),
+    ("minibatch larger than the data", lambda: data.minibatch_indices(KEY, 10, 20, 5), "batch_size"),
+    ("minibatch of no data", lambda: data.minibatch_indices(KEY, 0, 1, 5), "n"),
+    ("negative pair count", lambda: data.sample_counts(KEY, np.full((1, 2, 2), 0.25), -5), "n"),
+    ("loglog fit lengths", lambda: plotting.loglog_fit([1, 2, 3], [1, 2]), "err"),
+    ("loglog fit, too few points", lambda: plotting.loglog_fit([1, 2, 3], [1, 0, 0]), "err"),
+    ("sweep run not a table", lambda: sweep.run_sweep([{"a": 1}], lambda s: {}, "/nonexistent/x.csv"), "run"),
+    ("sweep settings a string", lambda: sweep.run_sweep("ab", lambda s: None, "/nonexistent/x.csv"), "settings"),
+    ("float tokens", lambda: TT.gold_reward(TASK, X2, Y2.astype(np.float32)), "y_BxL"),
+    ("token out of range", lambda: TT.sequence_logp(np.zeros((TASK.n_prompts, 3)), X2, Y2 + 3), "y_BxL"),
+    ("prompt out of range", lambda: TT.uncovered(np.zeros((1, TASK.n_tokens)), X2 + 1, Y2), "x_B"),
+    (
+        "model token out of range",
+        lambda: TM.apply(TM.init(KEY, TOY.model), np.full((1, 2), TOY.model.vocab_size, np.int32), TOY.model),
+        "tokens_BxT",
+    ),
+    ("exact KL shapes", lambda: TE.exact_kl(np.zeros((2, 3)), np.zeros((2, 1))), "ref_logp_XxY"),
 ]
 
 
@@ -128,3 +181,13 @@ def test_infinite_kl_is_inf_not_nan():
     pi_ref = np.array([[1.0, 0.0, 0.0]])
     assert exact.reverse_kl(pi, pi_ref, ONE) == np.inf
     assert exact.value(pi, np.zeros((1, 3)), pi_ref, ONE, 0.1) == -np.inf
+
+
+def test_seed_counts_and_settings_of_any_integer_or_iterable_type_are_taken():
+    assert V.seed_ids(np.int64(2)) == [0, 1] and V.seed_ids(np.arange(3)) == [0, 1, 2]
+    assert V.positive("beta", np.float32(0.5)) == 0.5 and V.number("peak", -3) == -3.0
+
+
+def test_sweep_takes_a_generator_of_settings(tmp_path):
+    out = sweep.run_sweep(({"a": a} for a in (1, 2)), lambda s: pd.DataFrame({"x": [s["a"]]}), tmp_path / "s.csv")
+    assert out["x"].tolist() == [1, 2]

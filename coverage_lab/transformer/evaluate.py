@@ -41,6 +41,9 @@ def names(task: T.Task, *, reward_model: bool) -> tuple[str, ...]:
 
 def exact_kl(logp_XxY, ref_logp_XxY):
     """``E_x KL(pi || pi_ref)`` from enumerated log-probability tables (X, Y), ``rho`` uniform."""
+    if jnp.ndim(logp_XxY) != 2:
+        raise ValueError(f"logp_XxY must have shape (X, Y), got {jnp.shape(logp_XxY)}")
+    V.same_shape(logp_XxY=logp_XxY, ref_logp_XxY=ref_logp_XxY)
     p = jnp.exp(logp_XxY)
     return jnp.sum(jnp.where(p > 0, p * (logp_XxY - ref_logp_XxY), 0.0), -1).mean()
 

@@ -76,6 +76,10 @@ def _check_tokens(name, tokens, config, max_len):
         )
     if not 1 <= tokens.shape[1] <= max_len:
         raise ValueError(f"{name} has length {tokens.shape[1]}, outside [1, {max_len}] (config.max_len)")
+    if not isinstance(tokens, jax.core.Tracer) and tokens.size:
+        t = jax.device_get(tokens)  # a host array: a jnp reduction inside a trace would be staged, not evaluated
+        if not 0 <= t.min() <= t.max() < config.vocab_size:
+            raise ValueError(f"{name} must hold tokens in [0, {config.vocab_size}) (config.vocab_size)")
 
 
 def init(key, config: Config) -> dict:

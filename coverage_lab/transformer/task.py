@@ -153,12 +153,29 @@ def check_responses(task: Task, x_B, y_BxL) -> None:
             f"x_B must have shape (B,) and y_BxL shape (B, {task.response_len}); "
             f"got {jnp.shape(x_B)}, {jnp.shape(y_BxL)}"
         )
-    if V.is_concrete(x_B) and V.is_concrete(y_BxL):
-        x, y = np.asarray(x_B), np.asarray(y_BxL)
-        if x.size and (x.min() < 0 or x.max() >= task.n_prompts):
-            raise ValueError(f"x_B must hold prompt indices in [0, {task.n_prompts})")
-        if y.size and (y.min() < 0 or y.max() >= task.n_tokens):
-            raise ValueError(f"y_BxL must hold response tokens in [0, {task.n_tokens})")
+    _check_indices(x_B, task.n_prompts, y_BxL, task.n_tokens)
+
+
+def _check_indices(x_B, n_prompts: int, y_BxL=None, n_tokens: int | None = None) -> None:
+    """Integer prompt indices ``x_B`` in ``[0, n_prompts)`` and tokens ``y_BxL`` in ``[0, n_tokens)`` (values when
+    concrete: JAX clamps an index out of range instead of failing)."""
+    for name, a, top in (("x_B", x_B, n_prompts), ("y_BxL", y_BxL, n_tokens)):
+        if a is None:
+            continue
+        if not jnp.issubdtype(jnp.result_type(a), jnp.integer):
+            raise ValueError(f"{name} must hold integers, got {jnp.result_type(a)}")
+        if V.is_concrete(a) and np.size(a) and not 0 <= np.asarray(a).min() <= np.asarray(a).max() < top:
+            raise ValueError(f"{name} must hold indices in [0, {top})")
+
+
+def _check_token_table(token_logp_XxV, x_B, y_BxL=None):
+    table = jnp.asarray(token_logp_XxV, jnp.float32)
+    if table.ndim != 2:
+        raise ValueError(f"token_logp_XxV must have shape (X, V), got {table.shape}")
+    if jnp.ndim(x_B) != 1 or (y_BxL is not None and (jnp.ndim(y_BxL) != 2 or jnp.shape(y_BxL)[0] != x_B.shape[0])):
+        raise ValueError(f"x_B must have shape (B,) and y_BxL (B, L); got {jnp.shape(x_B)}, {jnp.shape(y_BxL)}")
+    _check_indices(x_B, table.shape[0], y_BxL, table.shape[1])
+    return table
 
 
 def gold_reward(task: Task, x_B, y_BxL):
@@ -182,13 +199,13 @@ def mu_token_logp(task: Task, mu_rare) -> np.ndarray:
 
 def sequence_logp(token_logp_XxV, x_B, y_BxL):
     """``log q(y|x) = sum_t log q(y_t|x)`` for an i.i.d.-position token table (corpus or ``mu``), shape (B,)."""
-    table = jnp.asarray(token_logp_XxV, jnp.float32)
+    table = _check_token_table(token_logp_XxV, x_B, y_BxL)
     return table[x_B[:, None], y_BxL].sum(-1)
 
 
 def sample_iid(key, token_logp_XxV, x_B, length: int):
     """Responses ``(B, length)`` with positions drawn i.i.d. from ``token_logp_XxV[x]`` (jit-able)."""
-    logits = jnp.asarray(token_logp_XxV, jnp.float32)[x_B]
+    logits = _check_token_table(token_logp_XxV, x_B)[x_B]
     return jax.random.categorical(key, logits[:, None, :], shape=(x_B.shape[0], length)).astype(jnp.int32)
 
 
@@ -261,5 +278,5 @@ def responses(task: Task) -> np.ndarray:
 
 def uncovered(mu_token_logp_XxV, x_B, y_BxL):
     """True where ``mu(y|x) = 0`` (the response holds a token ``mu`` never shows with that prompt), shape (B,)."""
-    table = jnp.asarray(mu_token_logp_XxV, jnp.float32)
+    table = _check_token_table(mu_token_logp_XxV, x_B, y_BxL)
     return jnp.isneginf(table[x_B[:, None], y_BxL]).any(-1)
