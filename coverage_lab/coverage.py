@@ -133,6 +133,8 @@ def reward_softmax(reward_XxY, beta_b, base_XxY=None) -> np.ndarray:
     ``beta``. Shapes (X, Y) -> (X, Y).
     """
     r = V.array("reward_XxY", reward_XxY, ndim=2)
+    if r.shape[-1] == 0:
+        raise ValueError("reward_XxY must have at least one response")
     beta_b = _real("beta_b", beta_b)
     base = np.full_like(r, 1.0 / r.shape[-1]) if base_XxY is None else _table("base_XxY", base_XxY, r.shape)
     r = r - (r.max(-1, keepdims=True) if beta_b >= 0 else r.min(-1, keepdims=True))

@@ -19,13 +19,28 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from coverage_lab import _validate as V
 
 
 def _same_shape(**arrays):
     V.same_shape(**arrays)
-    return [jnp.asarray(a) for a in arrays.values()]
+    out = []
+    for name, a in arrays.items():
+        try:
+            out.append(jnp.asarray(a))
+        except TypeError as err:
+            raise ValueError(f"{name} must be an array of numbers, got {type(a).__name__}") from err
+    return out
+
+
+def _check_ref(ref_logp_w_B, ref_logp_l_B):
+    """A pair's responses must have mass under ``pi_ref`` (concrete values only): a ``-inf`` reference log-prob
+    makes the log-ratio ``-inf - (-inf)`` = NaN."""
+    for name, a in (("ref_logp_w_B", ref_logp_w_B), ("ref_logp_l_B", ref_logp_l_B)):
+        if V.is_concrete(a) and not np.isfinite(jax.device_get(a)).all():  # numpy: not staged inside a trace
+            raise ValueError(f"{name} must be finite (pi_ref gives a response of the pair no mass, or NaN)")
 
 
 def dpo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, beta):
@@ -37,6 +52,7 @@ def dpo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, beta):
     lw, ll, rw, rl = _same_shape(
         logp_w_B=logp_w_B, logp_l_B=logp_l_B, ref_logp_w_B=ref_logp_w_B, ref_logp_l_B=ref_logp_l_B
     )
+    _check_ref(rw, rl)
     return -jax.nn.log_sigmoid(beta * ((lw - rw) - (ll - rl)))
 
 
@@ -50,6 +66,7 @@ def ipo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, tau):
     lw, ll, rw, rl = _same_shape(
         logp_w_B=logp_w_B, logp_l_B=logp_l_B, ref_logp_w_B=ref_logp_w_B, ref_logp_l_B=ref_logp_l_B
     )
+    _check_ref(rw, rl)
     return ((lw - rw) - (ll - rl) - 0.5 / tau) ** 2
 
 

@@ -42,6 +42,9 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.6, height: float 
 
 def band(ax, df: pd.DataFrame, *, x: str = "step", by: str = "algorithm", label_fmt: str = "{}", **kw):
     """Median over seeds as a line with a min–max band, one line per value of ``by`` (a tidy frame of one metric)."""
+    missing = sorted({x, by, "value"} - set(df.columns))
+    if missing:
+        raise ValueError(f"df lacks the columns {missing} (x={x!r}, by={by!r} and 'value' are needed)")
     for name, g in df.groupby(by, sort=False):
         stats = g.groupby(x)["value"].agg(["median", "min", "max"])
         c = kw.get("color") or color(str(name))

@@ -166,6 +166,14 @@ CASES = [
         lambda: TM.apply(TM.init(KEY, TOY.model), np.full((1, 2), TOY.model.vocab_size, np.int32), TOY.model),
         "tokens_BxT",
     ),
+    ("rewards not numbers", lambda: losses.bt(["high"], ["low"]), "r_w_B"),
+    ("pair outside pi_ref", lambda: losses.dpo(-np.inf + z, z, -np.inf + z, z, 0.1), "ref_logp_w_B"),
+    ("no responses", lambda: coverage.reward_softmax(np.zeros((1, 0)), 1.0), "reward_XxY"),
+    (
+        "band without the by column",
+        lambda: plotting.band(None, pd.DataFrame({"step": [0], "value": [1.0]})),
+        "algorithm",
+    ),
     ("exact KL shapes", lambda: TE.exact_kl(np.zeros((2, 3)), np.zeros((2, 1))), "ref_logp_XxY"),
 ]
 
