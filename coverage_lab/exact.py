@@ -62,12 +62,17 @@ def _log(p: np.ndarray) -> np.ndarray:
         return np.log(p)
 
 
-def _log_tilt(log_base: np.ndarray, reward: np.ndarray, beta: float) -> np.ndarray:
+def _scaled(reward: np.ndarray, beta: float, name: str = "beta") -> np.ndarray:
+    """``reward / beta``, refusing a ``beta`` (or ``tau``) so small that it overflows float64."""
     with np.errstate(over="ignore"):
         scaled = reward / beta
     if not np.isfinite(scaled).all():
-        raise ValueError(f"beta ({beta:g}) is too small for the reward's scale: r/beta overflows float64")
-    logits = log_base + scaled
+        raise ValueError(f"{name} ({beta:g}) is too small for the reward's scale: r/{name} overflows float64")
+    return scaled
+
+
+def _log_tilt(log_base: np.ndarray, reward: np.ndarray, beta: float, name: str = "beta") -> np.ndarray:
+    logits = log_base + _scaled(reward, beta, name)
     return logits - logsumexp(logits, axis=-1, keepdims=True)
 
 
@@ -148,7 +153,7 @@ def optimal_value(reward_XxY, pi_ref_XxY, rho_X, beta) -> float:
     pi_ref = _pi_ref(pi_ref_XxY)
     reward = _like("reward_XxY", reward_XxY, pi_ref)
     beta = V.positive("beta", beta)
-    return _expect(_rho(rho_X, pi_ref), beta * logsumexp(reward / beta, b=pi_ref, axis=-1))
+    return _expect(_rho(rho_X, pi_ref), beta * logsumexp(_scaled(reward, beta), b=pi_ref, axis=-1))
 
 
 def suboptimality(pi_XxY, reward_XxY, pi_ref_XxY, rho_X, beta) -> float:
@@ -177,7 +182,7 @@ def ipo_solution(pi_ref_XxY, mu_XxY, pref_XxYxY, tau) -> np.ndarray:
         raise ValueError("mu_XxY must have the same support as pi_ref_XxY (use minimiser_set for partial coverage)")
     pref = _pref(pref_XxYxY, pi_ref)
     win_XxY = np.einsum("xab,xb->xa", pref, mu)
-    return np.exp(_log_tilt(_log(pi_ref), win_XxY, V.positive("tau", tau)))
+    return np.exp(_log_tilt(_log(pi_ref), win_XxY, V.positive("tau", tau), "tau"))
 
 
 def move_mass(pi_XxY, y0, delta) -> np.ndarray:

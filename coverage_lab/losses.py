@@ -36,10 +36,10 @@ def _same_shape(**arrays):
 
 
 def _check_ref(ref_logp_w_B, ref_logp_l_B):
-    """A pair's responses must have mass under ``pi_ref`` (concrete values only): a ``-inf`` reference log-prob
-    makes the log-ratio ``-inf - (-inf)`` = NaN."""
+    """A pair's responses must have mass under ``pi_ref`` (eager calls only: inside a trace the values are staged):
+    a ``-inf`` reference log-prob makes the log-ratio ``-inf - (-inf)`` = NaN."""
     for name, a in (("ref_logp_w_B", ref_logp_w_B), ("ref_logp_l_B", ref_logp_l_B)):
-        if V.is_concrete(a) and not np.isfinite(jax.device_get(a)).all():  # numpy: not staged inside a trace
+        if V.is_concrete(a) and not np.isfinite(jax.device_get(a)).all():
             raise ValueError(f"{name} must be finite (pi_ref gives a response of the pair no mass, or NaN)")
 
 

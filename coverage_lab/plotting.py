@@ -54,7 +54,8 @@ def band(ax, df: pd.DataFrame, *, x: str = "step", by: str = "algorithm", label_
 
 
 def loglog_fit(n, err) -> tuple[float, float, float]:
-    """Least-squares slope of ``log err`` on ``log n`` with a 95% interval: ``(slope, lo, hi)``."""
+    """Least-squares slope of ``log err`` on ``log n`` with a 95% interval: ``(slope, lo, hi)``, over the points
+    with ``n > 0`` and a positive finite ``err`` (at least 3, for an interval)."""
     from scipy import stats
 
     n, err = np.asarray(n, float), np.asarray(err, float)

@@ -276,9 +276,9 @@ def train_policy(
     ``evaluate`` defaults to the policy's log-probability table. Returns ``fit``'s ``(params, logs)`` for the
     training parameters (``algorithm.policy_params`` extracts the policy's).
     """
+    _check_hp(algorithm, hp)
     if algorithm.reward_model and reward_fn is None:
         raise ValueError(f"reward_fn is required: {algorithm.name} uses a reward model")
-    _check_hp(algorithm, hp)
     ref_params = policy.init(key)
     ctx = A.Context(policy, ref_params, exact, reward_fn, pref_XxYxY)
     if evaluate is None and log_every is not None:
@@ -324,6 +324,15 @@ def train_on_data(
     """
     check_bandit(env)
     _check_hp(algorithm, hp)
+    V.key("key", key)
+    V.key("rm_key", rm_key)
+    if not isinstance(data, D.Batch):
+        raise ValueError(f"data must be a data.Batch, got {type(data).__name__}")
+    V.integer("steps", steps, minimum=1)
+    V.integer("reward_steps", reward_steps, minimum=1)
+    V.positive("learning_rate", learning_rate)
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
     reward_fn = None
     if algorithm.reward_model:
         rm = bounded_reward_model(env, hp["r_max"])

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +32,7 @@ def setting_seed(setting: dict) -> int:
 
 
 def run_sweep(
-    settings: Sequence[dict],
+    settings: Iterable[dict],
     run: Callable[[dict], pd.DataFrame],
     path: str | os.PathLike,
     *,
@@ -45,12 +45,12 @@ def run_sweep(
     temporary file and renaming it over the old one (atomic on POSIX). Progress, with an ETA, goes to stderr.
     """
     if isinstance(settings, (str, bytes, dict)) or not hasattr(settings, "__iter__"):
-        raise ValueError(f"settings must be a sequence of dicts, got {type(settings).__name__}")
+        raise ValueError(f"settings must be an iterable of dicts, got {type(settings).__name__}")
     settings = list(settings)
     if not settings:
         raise ValueError("settings must not be empty")
     if not all(isinstance(s, dict) for s in settings):
-        raise ValueError("settings must be a sequence of dicts")
+        raise ValueError("settings must be an iterable of dicts")
     ids = [setting_id(s) for s in settings]
     if len(set(ids)) != len(ids):
         raise ValueError("settings has duplicates")

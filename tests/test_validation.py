@@ -27,8 +27,8 @@ TASK = TT.make_task(TOY.task)
 X2, Y2 = np.zeros(2, np.int32), np.zeros((2, TASK.response_len), np.int32)
 
 
-def _train_on_data(env, algorithm, hp):
-    opts = dict(key=KEY, rm_key=KEY, exact=True, steps=1, reward_steps=1, learning_rate=0.1)
+def _train_on_data(env, algorithm, hp, learning_rate=0.1):
+    opts = dict(key=KEY, rm_key=KEY, exact=True, steps=1, reward_steps=1, learning_rate=learning_rate)
     return cl.simulation.train_on_data(env, algorithm, PAIRS, hp, **opts)
 
 
@@ -117,11 +117,18 @@ CASES = [
     ),  # fmt: skip
     ("train on data: not a bandit", lambda: _train_on_data("env", A.dpo(), {"beta": 0.1}), "env"),
     ("train on data: rlhf without r_max", lambda: _train_on_data(env, A.rlhf(), {"beta": 0.1}), "hp"),
+    ("train on data: negative step size", lambda: _train_on_data(env, A.dpo(), {"beta": 0.1}, -0.1), "learning_rate"),
     # a list or a bool where one number is meant is refused, not reduced to one of its entries
     ("beta as a list", lambda: exact.optimal_policy(GOOD_R, GOOD_REF, [0.1, 10.0]), "beta"),
     ("beta as a bool", lambda: A.dpo(beta=True), "beta"),
     ("lam as an array", lambda: A.hypo(beta=0.1, lam=np.array([0.1, 1.0])), "lam"),
     ("beta too small for the reward", lambda: exact.optimal_policy(2 * GOOD_R, GOOD_REF, 1e-308), "beta"),
+    ("beta too small (optimal value)", lambda: exact.optimal_value(2 * GOOD_R, GOOD_REF, ONE, 1e-308), "beta"),
+    (
+        "tau too small (IPO)",
+        lambda: exact.ipo_solution(GOOD_REF, GOOD_REF, bandits.preference_table(GOOD_R), 1e-310),
+        "tau",
+    ),
     ("seeds not a count or ids", lambda: V.seed_ids(2.5), "seeds"),
     (
         "no metrics",
