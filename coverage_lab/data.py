@@ -142,13 +142,23 @@ def sample_counts(key, weights_XxYxY, n):
     return jax.random.multinomial(key, jnp.asarray(n, jnp.float32), w.ravel()).reshape(w.shape)
 
 
-def pair_counts(data: Batch, n_prompts: int, n_responses: int) -> np.ndarray:
-    """``c[x, a, b]``: how many pairs of a sampled batch have prompt ``x``, winner ``a`` and loser ``b``."""
+def pair_indices(data: Batch, n_prompts: int, n_responses: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs' ``(x, y_w, y_l)`` as numpy arrays, checked to index an ``(n_prompts, n_responses)`` table."""
     n_prompts = V.integer("n_prompts", n_prompts, minimum=1)
     n_responses = V.integer("n_responses", n_responses, minimum=1)
+    if not isinstance(data, Batch):
+        raise ValueError(f"data must be a data.Batch, got {type(data).__name__}")
     x, w, l = (np.asarray(a) for a in (data.x_B, data.y_w_B, data.y_l_B))
-    if x.min() < 0 or x.max() >= n_prompts or min(w.min(), l.min()) < 0 or max(w.max(), l.max()) >= n_responses:
+    if x.size and (
+        x.min() < 0 or x.max() >= n_prompts or min(w.min(), l.min()) < 0 or max(w.max(), l.max()) >= n_responses
+    ):
         raise ValueError(f"data has prompts or responses outside n_prompts={n_prompts}, n_responses={n_responses}")
+    return x, w, l
+
+
+def pair_counts(data: Batch, n_prompts: int, n_responses: int) -> np.ndarray:
+    """``c[x, a, b]``: how many pairs of a sampled batch have prompt ``x``, winner ``a`` and loser ``b``."""
+    x, w, l = pair_indices(data, n_prompts, n_responses)
     flat = np.ravel_multi_index((x, w, l), (n_prompts, n_responses, n_responses))
     return np.bincount(flat, minlength=n_prompts * n_responses**2).reshape(n_prompts, n_responses, n_responses)
 

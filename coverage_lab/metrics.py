@@ -18,7 +18,7 @@ from coverage_lab import exact, losses
 from coverage_lab._compile import jit
 from coverage_lab._sampling import categorical
 from coverage_lab.bandits import LinearBandit, TabularBandit, check_bandit
-from coverage_lab.data import Batch
+from coverage_lab.data import Batch, pair_indices
 
 NAMES = (
     "value",
@@ -91,18 +91,10 @@ def data_metrics(logp_NxXxY, data: Batch, n_prompts: int, n_responses: int) -> d
     """Metrics against a dataset of pairs: weighted mean ``logp_chosen`` and ``logp_rejected``, and
     ``ood_mass_empirical``: the mass on responses never seen with their prompt in the data, averaged over the
     data's prompts weighted by how often they occur."""
-    n_prompts = V.integer("n_prompts", n_prompts, minimum=1)
-    n_responses = V.integer("n_responses", n_responses, minimum=1)
-    if not isinstance(data, Batch):
-        raise ValueError(f"data must be a data.Batch, got {type(data).__name__}")
+    x, y_w, y_l = pair_indices(data, n_prompts, n_responses)
     pi = _policies(logp_NxXxY, n_prompts, n_responses)
     logp = np.asarray(logp_NxXxY, np.float64)
-    x, y_w, y_l = (np.asarray(v) for v in (data.x_B, data.y_w_B, data.y_l_B))
     w = np.asarray(data.weight_B, np.float64)
-    if x.size and (x.min() < 0 or x.max() >= n_prompts or min(y_w.min(), y_l.min()) < 0):
-        raise ValueError(f"data has prompts outside [0, {n_prompts}) or negative responses")
-    if y_w.size and max(y_w.max(), y_l.max()) >= n_responses:
-        raise ValueError(f"data has responses outside [0, {n_responses}) (n_responses)")
     seen = np.zeros((n_prompts, n_responses), bool)
     seen[x[w > 0], y_w[w > 0]] = seen[x[w > 0], y_l[w > 0]] = True
     prompt_w = np.bincount(x, weights=w, minlength=n_prompts)

@@ -87,8 +87,7 @@ def run(
     reward_steps = steps if reward_steps is None else V.integer("reward_steps", reward_steps, minimum=1)
     batch_size = V.integer("batch_size", batch_size, minimum=1)
     V.positive("learning_rate", learning_rate)
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    _check_optimizer(optimizer)
     if algorithm.k and algorithm.k < 2:
         raise ValueError(f"k must be >= 2 for the RLOO estimate, got {algorithm.k}")
     seed_ids = V.seed_ids(seeds)
@@ -331,8 +330,7 @@ def train_on_data(
     V.integer("steps", steps, minimum=1)
     V.integer("reward_steps", reward_steps, minimum=1)
     V.positive("learning_rate", learning_rate)
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    _check_optimizer(optimizer)
     reward_fn = None
     if algorithm.reward_model:
         rm = bounded_reward_model(env, hp["r_max"])
@@ -344,6 +342,11 @@ def train_on_data(
         pref_XxYxY=pref_XxYxY, batch_size=batch_size, optimizer=optimizer or default_optimizer(learning_rate, steps),
         log_every=log_every,
     )  # fmt: skip
+
+
+def _check_optimizer(optimizer) -> None:
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
 
 
 def _check_hp(algorithm: A.Algorithm, hp) -> None:
