@@ -83,6 +83,13 @@ def integer(name: str, v, *, minimum: int) -> int:
     return int(v)
 
 
+def flag(name: str, v) -> bool:
+    """Checks a yes/no switch: ``True`` or ``False`` (a numpy bool too), not a truthy string or number."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
 def same_shape(**arrays) -> tuple:
     """Checks that every named array has the same shape; returns that shape."""
     shapes = {k: np.shape(v) for k, v in arrays.items()}

@@ -342,6 +342,7 @@ def online_dpo(
     V.positive("beta", beta)
     V.positive("r_max", r_max)
     f = V.nonnegative("online_fraction", online_fraction)
+    label_with_reward_model = V.flag("label_with_reward_model", label_with_reward_model)
     if f > 1:
         raise ValueError(f"online_fraction must be in [0, 1], got {f}")
     return Algorithm(
@@ -349,6 +350,6 @@ def online_dpo(
         _make_online_dpo,
         {"beta": beta, "online_fraction": online_fraction, "r_max": r_max},
         k=2,
-        reward_model=bool(label_with_reward_model),
-        options=(("label_with_reward_model", bool(label_with_reward_model)),),
+        reward_model=label_with_reward_model,
+        options=(("label_with_reward_model", label_with_reward_model),),
     )

@@ -145,7 +145,11 @@ def reproduce_all(
 
     if jobs == 1:
         for group in groups:
-            record(_run_group(group, smoke, seeds, str(out), True))
+            try:
+                record(_run_group(group, smoke, seeds, str(out), True))
+            except Exception as err:
+                record(getattr(err, "completed", []))
+                raise
     else:  # spawn: a forked child would inherit this process's JAX runtime threads
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
         try:
@@ -153,6 +157,7 @@ def reproduce_all(
                 try:
                     record(future.result())
                 except Exception as err:  # the other groups go on; raised below
+                    record(getattr(err, "completed", []))
                     errors.append(err)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -174,11 +179,18 @@ def _worker(names, smoke, seeds, out) -> list[tuple[str, float]]:
 
 
 def _run_group(names, smoke, seeds, out, progress) -> list[tuple[str, float]]:
-    """Reproduce ``names`` in order (one worker's share); ``(name, seconds)`` each, a line printed as each ends."""
+    """Reproduce ``names`` in order (one worker's share); ``(name, seconds)`` each, a line printed as each ends.
+
+    If one fails, the exception carries the ``(name, seconds)`` of those before it as ``completed`` (it survives
+    pickling back from a worker), so their times are still recorded."""
     done = []
     for name in names:
         start = time.perf_counter()
-        csv = reproduce(name, smoke=smoke, seeds=seeds, out=out, progress=progress)
+        try:
+            csv = reproduce(name, smoke=smoke, seeds=seeds, out=out, progress=progress)
+        except Exception as err:
+            err.completed = list(done)
+            raise
         seconds = time.perf_counter() - start
         print(f"{name}: {csv} and {csv.with_suffix('.png')} in {seconds:.1f}s", flush=True)
         done.append((name, seconds))

@@ -58,6 +58,13 @@ def _mask(name, m, shape) -> np.ndarray:
     return a
 
 
+def _features(phi_XxYxD) -> np.ndarray:
+    phi = V.array("phi_XxYxD", phi_XxYxD, ndim=3)
+    if 0 in phi.shape:
+        raise ValueError(f"phi_XxYxD needs at least one prompt, response and feature, got shape {phi.shape}")
+    return phi
+
+
 def _normalise(w_XxY, name) -> np.ndarray:
     s = w_XxY.sum(-1, keepdims=True)
     if (s <= 0).any():
@@ -230,7 +237,7 @@ def global_coverage_loglinear(mu_XxY, phi_XxYxD, rho_X) -> float:
     ``|theta| -> inf``; ``m`` responses sharing a vertex get ``1/m`` each. Non-vertex responses are ignored,
     although a finite ``theta`` (e.g. 0) gives them some mass. (X, Y), (X, Y, D), (X,). Ref. arXiv:2406.01462.
     """
-    phi = V.array("phi_XxYxD", phi_XxYxD, ndim=3)
+    phi = _features(phi_XxYxD)
     mu = _table("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
     rho = _rho(rho_X, phi.shape[0])
     num = np.zeros_like(mu)
@@ -285,7 +292,7 @@ def pair_covariance(phi_XxYxD, p_XxY, rho_X, q_XxY=None) -> np.ndarray:
     never materialising (X, Y, Y, D). ``q`` defaults to ``p``. Shapes: (X, Y, D), (X, Y), (X,) -> (D, D).
     Reference: arXiv:2406.01462, linear feature coverage.
     """
-    phi = V.array("phi_XxYxD", phi_XxYxD, ndim=3)
+    phi = _features(phi_XxYxD)
     p = _table("p_XxY", p_XxY, phi.shape[:2], unseen_ok=True)
     q = p if q_XxY is None else _table("q_XxY", q_XxY, phi.shape[:2], unseen_ok=True)
     rho = _rho(rho_X, phi.shape[0])
@@ -305,7 +312,7 @@ def feature_coverage(phi_XxYxD, pi_XxY, mu_XxY, rho_X) -> float:
     ``S_pi = 0``. Eigenvalues below ``EIG_RTOL`` times the largest are treated as zero.
     Shapes: (X, Y, D), (X, Y), (X, Y), (X,). Reference: arXiv:2406.01462, linear feature coverage.
     """
-    phi = V.array("phi_XxYxD", phi_XxYxD, ndim=3)
+    phi = _features(phi_XxYxD)
     pi = _table("pi_XxY", pi_XxY, phi.shape[:2])
     mu = _table("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
     s_pi, s_mu = pair_covariance(phi, pi, rho_X), pair_covariance(phi, mu, rho_X)

@@ -1,5 +1,6 @@
 """The resumable sweep and the command-line tool."""
 
+import pickle
 import subprocess
 import sys
 
@@ -98,6 +99,22 @@ def test_reproduce_all_starts_the_longest_recorded_group_first(tmp_path, monkeyp
         kw = {"names": ["rates"], "out": tmp_path, **bad}
         with pytest.raises(ValueError, match=next(iter(bad))):
             cli.reproduce_all(**kw)
+
+
+def test_a_failing_experiment_keeps_the_times_of_those_that_ran_before_it_in_its_group(tmp_path, monkeypatch):
+    def fake(name, **kw):
+        if name == "transformer_table":
+            raise RuntimeError("boom")
+        return tmp_path / f"{name}.csv"
+
+    monkeypatch.setattr(cli, "reproduce", fake)
+    with pytest.raises(RuntimeError, match="boom") as info:
+        cli._run_group(["transformer_reverse_kl", "transformer_table"], True, None, str(tmp_path), False)
+    back = pickle.loads(pickle.dumps(info.value))  # as it comes back from a worker process
+    assert [name for name, _ in back.completed] == ["transformer_reverse_kl"]
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.reproduce_all(["transformer_reverse_kl", "transformer_table"], smoke=True, out=tmp_path)
+    assert pd.read_csv(tmp_path / "timings.csv")["experiment"].tolist() == ["transformer_reverse_kl"]
 
 
 def test_timings_file_is_rewritten_whole_and_read_forgivingly(tmp_path):

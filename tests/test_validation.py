@@ -11,6 +11,7 @@ from coverage_lab import algorithms as A
 from coverage_lab import bandits, coverage, data, exact, losses, metrics, plotting, policies, sweep
 from coverage_lab.transformer import evaluate as TE
 from coverage_lab.transformer import model as TM
+from coverage_lab.transformer import run as TR
 from coverage_lab.transformer import sizes as TS
 from coverage_lab.transformer import task as TT
 
@@ -24,6 +25,7 @@ KEY = jax.random.key(0)
 UNIFORM_LOGP = np.log(np.full((1, 1, 3), 1 / 3))
 TOY = TS.get("toy")
 TASK = TT.make_task(TOY.task)
+MU_TOKENS = TT.mu_token_logp(TASK, 0.0)
 X2, Y2 = np.zeros(2, np.int32), np.zeros((2, TASK.response_len), np.int32)
 
 
@@ -182,6 +184,11 @@ CASES = [
         "algorithm",
     ),
     ("exact KL shapes", lambda: TE.exact_kl(np.zeros((2, 3)), np.zeros((2, 1))), "ref_logp_XxY"),
+    ("a switch given as a string", lambda: A.online_dpo(label_with_reward_model="no"), "label_with_reward_model"),
+    ("a switch given as a number", lambda: TR.simulate_many("toy", [A.dpo()], key=KEY, exact=2), "exact"),
+    ("pairs, deterministic as a string", lambda: TT.sample_pairs(KEY, TASK, 2, MU_TOKENS, deterministic="y"), "det"),
+    ("no features", lambda: coverage.feature_coverage(np.zeros((1, 3, 0)), GOOD_REF, GOOD_REF, ONE), "phi_XxYxD"),
+    ("no features (hull)", lambda: coverage.global_coverage_loglinear(GOOD_REF, np.zeros((1, 3, 0)), ONE), "phi"),
 ]
 
 

@@ -117,6 +117,8 @@ def simulate_many(
     if not isinstance(algorithms, list) or not algorithms or not all(isinstance(a, A.Algorithm) for a in algorithms):
         raise ValueError("algorithms must be a non-empty list of coverage_lab.algorithms.Algorithm")
     V.key("key", key)
+    exact, normalize, rm_eval = V.flag("exact", exact), V.flag("normalize", normalize), V.flag("rm_eval", rm_eval)
+    fast = size.fast_compile if fast_compile is None else V.flag("fast_compile", fast_compile)
     task = T.make_task(size.task)
     r_max = task.config.r_max
     for a in algorithms:
@@ -134,9 +136,8 @@ def simulate_many(
     seed_ids = V.seed_ids(seeds)
     mu_logp = jnp.asarray(T.mu_token_logp(task, mu_rare), jnp.float32)
     ref_params = R.reference_params(size, key=ref_key)
-    fast = size.fast_compile if fast_compile is None else bool(fast_compile)
     keys = jnp.stack([jax.random.fold_in(key, s) for s in seed_ids])
-    use_rm = bool(rm_eval) or any(a.reward_model for a in algorithms)
+    use_rm = rm_eval or any(a.reward_model for a in algorithms)
     batch = min(opt["batch_size"], opt["n_pairs"])
     common = dict(size=size, n_pairs=opt["n_pairs"], batch_size=batch, learning_rate=lr)
     data, rm_params = _PREPARE[fast](
@@ -151,7 +152,7 @@ def simulate_many(
     snapshot = M.n_params(ref_params) * n_logs * len(seed_ids) <= SNAPSHOT_LIMIT
     train = dict(size=size, batch_size=batch, learning_rate=lr, steps=opt["steps"], log_every=opt["log_every"])
     train |= dict(eval_samples=opt["eval_samples"])
-    train |= dict(exact=bool(exact), normalize=bool(normalize), label_temperature=float(label_temperature))
+    train |= dict(exact=exact, normalize=normalize, label_temperature=float(label_temperature))
     train |= dict(snapshot=snapshot)
     evaluation = dict(size=size, n_samples=opt["eval_samples"])
 
@@ -175,7 +176,7 @@ def simulate_many(
     df["size"] = size.name
     df["n_pairs"] = opt["n_pairs"]
     df["mu_rare"] = float(mu_rare)
-    df["normalize"] = bool(normalize)
+    df["normalize"] = normalize
     return df
 
 

@@ -242,7 +242,8 @@ def sample_pairs(
     mu = V.array("mu_token_logp_XxV", mu_token_logp_XxV, ndim=2, finite=False)
     V.shape("mu_token_logp_XxV", mu, task.corpus_logp_XxV.shape)
     V.prob_table("exp(mu_token_logp_XxV)", np.exp(mu))
-    return _sample_pairs_jit(key, task, n, jnp.asarray(mu, jnp.float32), float(temperature), bool(deterministic))
+    deterministic = V.flag("deterministic", deterministic)
+    return _sample_pairs_jit(key, task, n, jnp.asarray(mu, jnp.float32), float(temperature), deterministic)
 
 
 def _sample_pairs(key, task, n, mu_logp_XxV, temperature=1.0, deterministic=False) -> Batch:
