@@ -1,9 +1,13 @@
 """The transformer benchmark runs on a CPU at the toy size and reports what it promises."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 # loaded from its file: ``benchmarks`` is importable as a package only from the repository root (python -m pytest)
@@ -67,3 +71,13 @@ def test_gpu_size_is_consistent_without_running_it():
 
     grads = jax.eval_shape(jax.grad(loss), params, params, jax.random.key(1))
     assert jax.tree.structure(grads) == jax.tree.structure(params)
+
+
+def test_the_prepared_gpu_script_runs_as_a_dry_run_on_the_cpu(tmp_path):
+    repo = _PATH.parents[1]
+    env = {**os.environ, "SIZE": "toy", "STEPS": "1", "PY": sys.executable, "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    df = pd.read_csv(tmp_path / "transformer_bench.csv")
+    assert list(df["algorithm"]) == ["dpo", "hypo", "rlhf"] and (df["size"] == "toy").all()
+    assert "dpo: exit 0" in done.stdout and "jax " in (tmp_path / "env.txt").read_text()
