@@ -34,14 +34,15 @@ class Context(NamedTuple):
     policy: the policy's pure functions; ref_params: the reference policy's parameters;
     exact: enumerate on-policy expectations (needs ``policy.table``) instead of sampling;
     reward_fn: ``r_hat(x_B, y_B)`` of a fitted reward model, or None;
-    pref_XxYxY: the Bradley–Terry oracle ``P(a ≻ b|x)`` for online pair labels, or None.
+    pref_XxYxY: the Bradley–Terry oracle ``P(a ≻ b|x)`` for online pair labels, or None: a table, or anything
+      indexed like one as ``pref_XxYxY[x_B, a_B, b_B]`` (the transformer track's ``GoldPreference`` on tokens).
     """
 
     policy: Policy
     ref_params: Any
     exact: bool
     reward_fn: Callable | None = None
-    pref_XxYxY: jax.Array | None = None
+    pref_XxYxY: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
