@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--seeds", type=int, help="override the number of seeds")
     rep.add_argument("--out", default="figures", help="output folder (default: figures/)")
     rep.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile every program afresh instead of loading those an earlier run compiled (default: loaded)",
+    )
+    rep.add_argument(
         "--jobs",
         type=int,
         default=default_jobs(),
@@ -100,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds must be >= 1")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
-    reproduce_all(names, jobs=args.jobs, smoke=args.smoke, seeds=args.seeds, out=args.out)
+    cache = None if args.no_compile_cache else default_compile_cache()
+    reproduce_all(names, jobs=args.jobs, smoke=args.smoke, seeds=args.seeds, out=args.out, compile_cache=cache)
     return 0
 
 
@@ -109,8 +115,36 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def default_compile_cache() -> Path:
+    """Where ``coverage-lab reproduce`` keeps compiled programs: ``xla`` in the project's cache folder
+    (:func:`coverage_lab.transformer.reference.cache_dir`, beside the cached reference weights)."""
+    from coverage_lab.transformer.reference import cache_dir
+
+    return cache_dir() / "xla"
+
+
+def use_compile_cache(directory: str | os.PathLike) -> Path:
+    """Turns on JAX's persistent compilation cache in ``directory`` for this process (unless one is set already,
+    e.g. by ``JAX_COMPILATION_CACHE_DIR``); returns the folder in use.
+
+    A later run loads the programs an earlier one compiled (those that took a second or more) instead of compiling
+    them again. JAX keys each entry on the program, the compiler options, the devices and the jax/jaxlib versions,
+    so an edited experiment recompiles what changed and nothing else, and a loaded program computes what a fresh
+    one would (the same executable). An entry that cannot be read is compiled afresh, with a warning."""
+    current = jax.config.jax_compilation_cache_dir
+    if not current:
+        jax.config.update("jax_compilation_cache_dir", str(directory))
+    return Path(current or directory)
+
+
 def reproduce_all(
-    names: list[str], *, jobs: int = 1, smoke: bool = False, seeds: int | None = None, out: str | Path = "figures"
+    names: list[str],
+    *,
+    jobs: int = 1,
+    smoke: bool = False,
+    seeds: int | None = None,
+    out: str | Path = "figures",
+    compile_cache: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """:func:`reproduce` each experiment, ``jobs`` worker processes at a time; seconds per experiment.
 
@@ -120,7 +154,8 @@ def reproduce_all(
     everything runs in this process. Each experiment's time goes to ``out/timings.csv`` as it ends, with the number
     of jobs it shared the machine with; when every experiment ran, the whole run's wall time goes there as
     experiment ``all`` (a partial run drops an older ``all`` row). With several jobs, if an experiment fails the
-    other groups still run and are recorded, then the first failure is raised."""
+    other groups still run and are recorded, then the first failure is raised. ``compile_cache``: a folder for
+    JAX's persistent compilation cache, in this process and the workers (:func:`use_compile_cache`; None: off)."""
     import experiments
 
     if not isinstance(names, (list, tuple)) or not names:
@@ -129,6 +164,8 @@ def reproduce_all(
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise ValueError(f"seeds must be None or an integer >= 1, got {seeds!r}")
+    if compile_cache is not None:
+        compile_cache = str(use_compile_cache(compile_cache))
     groups = experiments.groups(list(names))
     timings = Path(out) / "timings.csv"
     known = _recorded_seconds(timings if timings.exists() else _COMMITTED_TIMINGS, smoke)
@@ -153,7 +190,8 @@ def reproduce_all(
     else:  # spawn: a forked child would inherit this process's JAX runtime threads
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
         try:
-            for future in as_completed([pool.submit(_worker, g, smoke, seeds, str(out)) for g in groups]):
+            futures = [pool.submit(_worker, g, smoke, seeds, str(out), compile_cache) for g in groups]
+            for future in as_completed(futures):
                 try:
                     record(future.result())
                 except Exception as err:  # the other groups go on; raised below
@@ -170,11 +208,13 @@ def reproduce_all(
     return seconds
 
 
-def _worker(names, smoke, seeds, out) -> list[tuple[str, float]]:
+def _worker(names, smoke, seeds, out, compile_cache=None) -> list[tuple[str, float]]:
     """:func:`_run_group` in a worker process: figures to files only, no progress lines (they would interleave)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    if compile_cache is not None:
+        use_compile_cache(compile_cache)
     return _run_group(names, smoke, seeds, out, False)
 
 

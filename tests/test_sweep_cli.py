@@ -1,5 +1,6 @@
 """The resumable sweep and the command-line tool."""
 
+import os
 import pickle
 import subprocess
 import sys
@@ -138,3 +139,40 @@ def test_reproduce_in_two_processes_writes_the_same_csvs(tmp_path, monkeypatch):
         assert (tmp_path / "1" / f"{name}.csv").read_bytes() == (tmp_path / "2" / f"{name}.csv").read_bytes()
     timings = pd.read_csv(tmp_path / "2" / "timings.csv").set_index("experiment")
     assert sorted(timings.index) == sorted(names) and (timings["jobs"] == 2).all()
+
+
+_COUNT_CACHE_HITS = """
+import sys, jax
+from coverage_lab import cli
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
+cli.main(["reproduce", "kl_estimators", "--smoke", "--jobs", "1", "--out", sys.argv[1], *sys.argv[2:]])
+print("hits", len(hits))
+"""
+
+
+def test_reproduce_loads_what_an_earlier_run_compiled_and_computes_the_same(tmp_path):
+    env = {
+        **os.environ,
+        "COVERAGE_LAB_CACHE": str(tmp_path / "cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    def run(out, *flags):
+        done = subprocess.run(
+            [sys.executable, "-c", _COUNT_CACHE_HITS, str(tmp_path / out), *flags],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.split("hits")[-1])
+
+    first = run("first")  # may load a program compiled earlier in the same run under another jit
+    assert any((tmp_path / "cache" / "xla").iterdir())
+    assert run("second") > first
+    csv = "kl_estimators.csv"
+    assert (tmp_path / "first" / csv).read_bytes() == (tmp_path / "second" / csv).read_bytes()
+    env["COVERAGE_LAB_CACHE"] = str(tmp_path / "other")
+    assert run("third", "--no-compile-cache") == 0 and not (tmp_path / "other" / "xla").exists()
