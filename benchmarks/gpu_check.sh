@@ -9,24 +9,28 @@
 #
 # PY: the Python that has JAX's CUDA build (default python3; the package is taken from this checkout through
 # PYTHONPATH, nothing is installed). SIZE (gpu), STEPS (10) and PER_ALG (seconds per algorithm, 150) as named.
+# Exit status 1 if the environment check fails or no algorithm finishes.
 set -u
+cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-/tmp/gpu_check}
 SIZE=${SIZE:-gpu}
 STEPS=${STEPS:-10}
 PER_ALG=${PER_ALG:-150}
 PY=${PY:-python3}
 mkdir -p "$OUT"
+rm -f "$OUT/transformer_bench.csv" "$OUT"/{dpo,hypo,rlhf}.{json,err}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 {
   date -u
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"
+  "$PY" -c "import jax, optax, pandas, coverage_lab; print('jax', jax.__version__, jax.devices())"
 } 2>&1 | tee "$OUT/env.txt"
+grep -q "^jax " "$OUT/env.txt" || { echo "the environment check failed (see above)"; exit 1; }
 
 for alg in dpo hypo rlhf; do
   start=$(date +%s)
-  timeout "$PER_ALG" "$PY" -m benchmarks.transformer_bench --size "$SIZE" --steps "$STEPS" --algorithms "$alg" --json \
+  timeout -k 10 "$PER_ALG" "$PY" -m benchmarks.transformer_bench --size "$SIZE" --steps "$STEPS" --algorithms "$alg" --json \
     >"$OUT/$alg.json" 2>"$OUT/$alg.err"
   status=$?
   echo "$alg: exit $status in $(($(date +%s) - start)) s"
@@ -46,5 +50,5 @@ if rows:
     with pd.option_context("display.width", 200, "display.float_format", "{:.4g}".format):
         print(df.to_string(index=False))
 else:
-    print("no algorithm finished")
+    sys.exit("no algorithm finished")
 EOF

@@ -84,8 +84,10 @@ def integer(name: str, v, *, minimum: int) -> int:
 
 
 def flag(name: str, v) -> bool:
-    """Checks a yes/no switch: ``True`` or ``False`` (a numpy bool too), not a truthy string or number."""
-    if not isinstance(v, (bool, np.bool_)):
+    """Checks a yes/no switch: ``True`` or ``False`` (a numpy bool or a concrete 0-d boolean array too), not a
+    truthy string or number."""
+    scalar_array = isinstance(v, (np.ndarray, jax.Array)) and v.dtype == bool and v.ndim == 0 and is_concrete(v)
+    if not (isinstance(v, (bool, np.bool_)) or scalar_array):
         raise ValueError(f"{name} must be True or False, got {v!r}")
     return bool(v)
 

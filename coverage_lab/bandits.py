@@ -265,7 +265,7 @@ def preference_table(reward_XxY, *, temperature: float = 1.0, deterministic: boo
     """
     r = V.array("reward_XxY", reward_XxY)
     diff = r[..., :, None] - r[..., None, :]
-    if deterministic:
+    if V.flag("deterministic", deterministic):
         return np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
     t = V.positive("temperature", temperature)
     return 0.5 * (1.0 + np.tanh(0.5 * diff / t))

@@ -1,7 +1,7 @@
 """``coverage-lab``: list the reproductions and run them, writing ``DIR/NAME.csv`` then ``DIR/NAME.png``.
 
 coverage-lab list
-coverage-lab reproduce [NAME ...] [--smoke] [--seeds N] [--out DIR] [--jobs N]
+coverage-lab reproduce [NAME ...] [--smoke] [--seeds N] [--out DIR] [--jobs N] [--no-compile-cache]
 
 Experiments run ``--jobs`` processes at a time (default: the CPUs this process may use), the longest first by the
 last recorded times; each experiment is a pure function of its settings' keys, so the CSVs do not depend on it.
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds must be >= 1")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
-    cache = None if args.no_compile_cache else default_compile_cache()
+    cache = False if args.no_compile_cache else default_compile_cache()
     reproduce_all(names, jobs=args.jobs, smoke=args.smoke, seeds=args.seeds, out=args.out, compile_cache=cache)
     return 0
 
@@ -123,18 +123,34 @@ def default_compile_cache() -> Path:
     return cache_dir() / "xla"
 
 
-def use_compile_cache(directory: str | os.PathLike) -> Path:
-    """Turns on JAX's persistent compilation cache in ``directory`` for this process (unless one is set already,
-    e.g. by ``JAX_COMPILATION_CACHE_DIR``); returns the folder in use.
+def use_compile_cache(directory: str | os.PathLike | bool) -> Path | None:
+    """Turns on JAX's persistent compilation cache in ``directory`` for the rest of this process (unless a folder
+    is set already, e.g. by ``JAX_COMPILATION_CACHE_DIR``) and returns the folder in use; ``False`` turns it off
+    (whatever the environment says) and returns None.
 
     A later run loads the programs an earlier one compiled (those that took a second or more) instead of compiling
     them again. JAX keys each entry on the program, the compiler options, the devices and the jax/jaxlib versions,
     so an edited experiment recompiles what changed and nothing else, and a loaded program computes what a fresh
-    one would (the same executable). An entry that cannot be read is compiled afresh, with a warning."""
+    one would (the same executable). An entry that cannot be read (a run killed while writing it) is compiled
+    afresh with a warning, every run, because JAX does not replace an existing entry: delete the folder then."""
+    if directory is False:
+        jax.config.update("jax_enable_compilation_cache", False)
+        return None
     current = jax.config.jax_compilation_cache_dir
     if not current:
         jax.config.update("jax_compilation_cache_dir", str(directory))
     return Path(current or directory)
+
+
+_LOADED = [0]  # compiled programs this process has loaded from the persistent compilation cache
+
+
+def _count_loaded(event: str, **_) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _LOADED[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_loaded)
 
 
 def reproduce_all(
@@ -144,7 +160,7 @@ def reproduce_all(
     smoke: bool = False,
     seeds: int | None = None,
     out: str | Path = "figures",
-    compile_cache: str | os.PathLike | None = None,
+    compile_cache: str | os.PathLike | bool | None = None,
 ) -> dict[str, float]:
     """:func:`reproduce` each experiment, ``jobs`` worker processes at a time; seconds per experiment.
 
@@ -152,10 +168,11 @@ def reproduce_all(
     process), the group that took longest in ``out/timings.csv`` (else in the repository's ``figures/``) first,
     unknown ones before known ones, so the longest does not start last. With ``jobs = 1``, or one group,
     everything runs in this process. Each experiment's time goes to ``out/timings.csv`` as it ends, with the number
-    of jobs it shared the machine with; when every experiment ran, the whole run's wall time goes there as
-    experiment ``all`` (a partial run drops an older ``all`` row). With several jobs, if an experiment fails the
-    other groups still run and are recorded, then the first failure is raised. ``compile_cache``: a folder for
-    JAX's persistent compilation cache, in this process and the workers (:func:`use_compile_cache`; None: off)."""
+    of jobs it shared the machine with and the number of compiled programs it loaded from the compilation cache
+    (``loaded``); when every experiment ran, the whole run's wall time goes there as experiment ``all`` (a partial
+    run drops an older ``all`` row). If an experiment fails, the ones that finished are recorded (with several jobs
+    the other groups still run), then the first failure is raised. ``compile_cache``: JAX's persistent compilation
+    cache, in this process and the workers: a folder, ``False`` (off), or None (JAX's own setting, untouched)."""
     import experiments
 
     if not isinstance(names, (list, tuple)) or not names:
@@ -164,8 +181,10 @@ def reproduce_all(
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise ValueError(f"seeds must be None or an integer >= 1, got {seeds!r}")
-    if compile_cache is not None:
+    if compile_cache is not None and compile_cache is not False:
         compile_cache = str(use_compile_cache(compile_cache))
+    elif compile_cache is False:
+        use_compile_cache(False)
     groups = experiments.groups(list(names))
     timings = Path(out) / "timings.csv"
     known = _recorded_seconds(timings if timings.exists() else _COMMITTED_TIMINGS, smoke)
@@ -175,18 +194,21 @@ def reproduce_all(
     seconds: dict[str, float] = {}
     errors: list[BaseException] = []
 
+    loaded: dict[str, int] = {}
+
     def record(done):
-        for name, s in done:
-            seconds[name] = s
-            record_time(timings, name, s, smoke, jobs)
+        for name, s, n in done:
+            seconds[name], loaded[name] = s, n
+            record_time(timings, name, s, smoke, jobs, loaded=n)
 
     if jobs == 1:
         for group in groups:
             try:
                 record(_run_group(group, smoke, seeds, str(out), True))
-            except Exception as err:
+            except BaseException as err:  # Ctrl-C too: what finished is recorded
                 record(getattr(err, "completed", []))
-                raise
+                errors.append(err)
+                break
     else:  # spawn: a forked child would inherit this process's JAX runtime threads
         pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
         try:
@@ -202,13 +224,14 @@ def reproduce_all(
             raise
         pool.shutdown()
     full = set(experiments.available()) <= set(seconds)
-    record_time(timings, "all", time.perf_counter() - start if full else None, smoke, jobs)
+    total = time.perf_counter() - start if full else None
+    record_time(timings, "all", total, smoke, jobs, loaded=sum(loaded.values()))
     if errors:
         raise errors[0]
     return seconds
 
 
-def _worker(names, smoke, seeds, out, compile_cache=None) -> list[tuple[str, float]]:
+def _worker(names, smoke, seeds, out, compile_cache=None) -> list[tuple[str, float, int]]:
     """:func:`_run_group` in a worker process: figures to files only, no progress lines (they would interleave)."""
     import matplotlib
 
@@ -218,22 +241,26 @@ def _worker(names, smoke, seeds, out, compile_cache=None) -> list[tuple[str, flo
     return _run_group(names, smoke, seeds, out, False)
 
 
-def _run_group(names, smoke, seeds, out, progress) -> list[tuple[str, float]]:
-    """Reproduce ``names`` in order (one worker's share); ``(name, seconds)`` each, a line printed as each ends.
+def _run_group(names, smoke, seeds, out, progress) -> list[tuple[str, float, int]]:
+    """Reproduce ``names`` in order (one worker's share); ``(name, seconds, programs loaded from the compilation
+    cache)`` each, a line printed as each ends.
 
-    If one fails, the exception carries the ``(name, seconds)`` of those before it as ``completed`` (it survives
+    If one fails, the exception carries those triples for the ones before it as ``completed`` (it survives
     pickling back from a worker), so their times are still recorded."""
     done = []
     for name in names:
-        start = time.perf_counter()
+        start, loaded = time.perf_counter(), _LOADED[0]
         try:
             csv = reproduce(name, smoke=smoke, seeds=seeds, out=out, progress=progress)
-        except Exception as err:
-            err.completed = list(done)
+        except BaseException as err:
+            try:
+                err.completed = list(done)
+            except AttributeError:  # an exception type that takes no attributes: only its times are lost
+                pass
             raise
         seconds = time.perf_counter() - start
         print(f"{name}: {csv} and {csv.with_suffix('.png')} in {seconds:.1f}s", flush=True)
-        done.append((name, seconds))
+        done.append((name, seconds, _LOADED[0] - loaded))
     return done
 
 
@@ -241,21 +268,23 @@ _COMMITTED_TIMINGS = Path(__file__).resolve().parents[1] / "figures" / "timings.
 
 
 def read_timings(path: str | Path):
-    """``timings.csv`` as a DataFrame (experiment, seconds, smoke as bool, jobs as int; files from before the
-    ``jobs`` column count as one job); empty if the file is missing or unreadable (the timings only order work)."""
+    """``timings.csv`` as a DataFrame (experiment, seconds, smoke as bool, jobs and loaded as int; files from
+    before those columns count as one job and nothing loaded); empty if the file is missing or unreadable (the
+    timings only order work)."""
     import pandas as pd
 
-    empty = pd.DataFrame({"experiment": [], "seconds": [], "smoke": [], "jobs": []})
+    empty = pd.DataFrame({"experiment": [], "seconds": [], "smoke": [], "jobs": [], "loaded": []})
     try:
         df = pd.read_csv(path)
         df = df.assign(
             seconds=df["seconds"].astype(float),
             smoke=df["smoke"].astype(str).str.lower().isin(("true", "1")),
             jobs=(df["jobs"].fillna(1) if "jobs" in df else 1),
+            loaded=(df["loaded"].fillna(0) if "loaded" in df else 0),
         )
     except (OSError, ValueError, KeyError, pd.errors.ParserError):
         return empty
-    return df.astype({"jobs": int})[list(empty.columns)]
+    return df.astype({"jobs": int, "loaded": int})[list(empty.columns)]
 
 
 def _recorded_seconds(path: Path, smoke: bool) -> dict[str, float]:
@@ -264,9 +293,10 @@ def _recorded_seconds(path: Path, smoke: bool) -> dict[str, float]:
     return dict(zip(df["experiment"], df["seconds"], strict=True))
 
 
-def record_time(path: Path, name: str, seconds: float | None, smoke: bool, jobs: int = 1) -> None:
-    """Keep ``path`` (columns experiment, seconds, smoke, jobs) with one row per experiment and size, the latest
-    run (``seconds=None``: drop the row); ``jobs``: how many experiments ran at a time beside it. Written to a
+def record_time(path: Path, name: str, seconds: float | None, smoke: bool, jobs: int = 1, *, loaded: int = 0) -> None:
+    """Keep ``path`` (columns experiment, seconds, smoke, jobs, loaded) with one row per experiment and size, the
+    latest run (``seconds=None``: drop the row); ``jobs``: how many experiments ran at a time beside it; ``loaded``:
+    how many compiled programs it loaded from the compilation cache (0: it compiled everything). Written to a
     temporary file and renamed, so an interrupted write leaves the old file."""
     import pandas as pd
 
@@ -275,11 +305,11 @@ def record_time(path: Path, name: str, seconds: float | None, smoke: bool, jobs:
     rows = old[~((old["experiment"] == name) & (old["smoke"] == bool(smoke)))]
     if seconds is not None:
         new = pd.DataFrame({"experiment": [name], "seconds": [round(seconds, 1)], "smoke": [bool(smoke)]})
-        rows = pd.concat([rows, new.assign(jobs=int(jobs))], ignore_index=True)
+        rows = pd.concat([rows, new.assign(jobs=int(jobs), loaded=int(loaded))], ignore_index=True)
     if rows.empty and not path.exists():
         return
     tmp = path.with_name(path.name + ".tmp")
-    rows.astype({"jobs": int}).to_csv(tmp, index=False)
+    rows.astype({"jobs": int, "loaded": int}).to_csv(tmp, index=False)
     os.replace(tmp, path)
 
 

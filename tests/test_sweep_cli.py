@@ -90,7 +90,7 @@ def test_reproduce_all_starts_the_longest_recorded_group_first(tmp_path, monkeyp
         {"experiment": ["rates", "lower_bound", "rates"], "seconds": [1.0, 5.0, 9.0], "smoke": [True, True, False]}
     ).to_csv(tmp_path / "timings.csv", index=False)
     ran = []
-    monkeypatch.setattr(cli, "_run_group", lambda names, *a: ran.append(names) or [(n, 0.5) for n in names])
+    monkeypatch.setattr(cli, "_run_group", lambda names, *a: ran.append(names) or [(n, 0.5, 0) for n in names])
     seconds = cli.reproduce_all(["rates", "kl_estimators", "lower_bound"], smoke=True, out=tmp_path)
     assert ran == [["kl_estimators"], ["lower_bound"], ["rates"]]  # unknown, then 5 s, then 1 s (smoke times)
     assert seconds == {"rates": 0.5, "kl_estimators": 0.5, "lower_bound": 0.5}
@@ -112,7 +112,7 @@ def test_a_failing_experiment_keeps_the_times_of_those_that_ran_before_it_in_its
     with pytest.raises(RuntimeError, match="boom") as info:
         cli._run_group(["transformer_reverse_kl", "transformer_table"], True, None, str(tmp_path), False)
     back = pickle.loads(pickle.dumps(info.value))  # as it comes back from a worker process
-    assert [name for name, _ in back.completed] == ["transformer_reverse_kl"]
+    assert [name for name, *_ in back.completed] == ["transformer_reverse_kl"]
     with pytest.raises(RuntimeError, match="boom"):
         cli.reproduce_all(["transformer_reverse_kl", "transformer_table"], smoke=True, out=tmp_path)
     assert pd.read_csv(tmp_path / "timings.csv")["experiment"].tolist() == ["transformer_reverse_kl"]
@@ -123,7 +123,8 @@ def test_timings_file_is_rewritten_whole_and_read_forgivingly(tmp_path):
     cli.record_time(path, "rates", 2.04, False, 2)
     cli.record_time(path, "all", 3.0, False, 2)
     cli.record_time(path, "all", None, False)  # a partial run drops the whole-run row
-    assert path.read_text() == "experiment,seconds,smoke,jobs\nrates,2.0,False,2\n"
+    cli.record_time(path, "rates_smoke", 1.0, True, loaded=3)
+    assert path.read_text() == "experiment,seconds,smoke,jobs,loaded\nrates,2.0,False,2,0\nrates_smoke,1.0,True,1,3\n"
     assert not list(tmp_path.glob("*.tmp"))
     path.write_text("not,a\ntimings file")
     assert cli.read_timings(path).empty and cli.read_timings(tmp_path / "missing.csv").empty
@@ -171,8 +172,12 @@ def test_reproduce_loads_what_an_earlier_run_compiled_and_computes_the_same(tmp_
 
     first = run("first")  # may load a program compiled earlier in the same run under another jit
     assert any((tmp_path / "cache" / "xla").iterdir())
-    assert run("second") > first
+    second = run("second")
+    assert second > first
     csv = "kl_estimators.csv"
     assert (tmp_path / "first" / csv).read_bytes() == (tmp_path / "second" / csv).read_bytes()
-    env["COVERAGE_LAB_CACHE"] = str(tmp_path / "other")
-    assert run("third", "--no-compile-cache") == 0 and not (tmp_path / "other" / "xla").exists()
+    loaded = pd.read_csv(tmp_path / "second" / "timings.csv").set_index("experiment")["loaded"]
+    assert loaded["kl_estimators"] == second  # the timings say the run loaded programs
+    env |= {"COVERAGE_LAB_CACHE": str(tmp_path / "other"), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "env")}
+    assert run("third", "--no-compile-cache") == 0  # off, even where the environment names a folder
+    assert not (tmp_path / "other" / "xla").exists() and not (tmp_path / "env").exists()

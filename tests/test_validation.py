@@ -11,6 +11,7 @@ from coverage_lab import algorithms as A
 from coverage_lab import bandits, coverage, data, exact, losses, metrics, plotting, policies, sweep
 from coverage_lab.transformer import evaluate as TE
 from coverage_lab.transformer import model as TM
+from coverage_lab.transformer import policy as TP
 from coverage_lab.transformer import run as TR
 from coverage_lab.transformer import sizes as TS
 from coverage_lab.transformer import task as TT
@@ -187,6 +188,12 @@ CASES = [
     ("a switch given as a string", lambda: A.online_dpo(label_with_reward_model="no"), "label_with_reward_model"),
     ("a switch given as a number", lambda: TR.simulate_many("toy", [A.dpo()], key=KEY, exact=2), "exact"),
     ("pairs, deterministic as a string", lambda: TT.sample_pairs(KEY, TASK, 2, MU_TOKENS, deterministic="y"), "det"),
+    (
+        "preference labels, deterministic as a string",
+        lambda: bandits.preference_table(GOOD_R, deterministic="no"),
+        "det",
+    ),
+    ("normalize as a number", lambda: TP.sequence_policy(TASK, TOY.model, normalize=1), "normalize"),
     ("no features", lambda: coverage.feature_coverage(np.zeros((1, 3, 0)), GOOD_REF, GOOD_REF, ONE), "phi_XxYxD"),
     ("no features (hull)", lambda: coverage.global_coverage_loglinear(GOOD_REF, np.zeros((1, 3, 0)), ONE), "phi"),
 ]
@@ -213,3 +220,9 @@ def test_seed_counts_and_settings_of_any_integer_or_iterable_type_are_taken():
 def test_sweep_takes_a_generator_of_settings(tmp_path):
     out = sweep.run_sweep(({"a": a} for a in (1, 2)), lambda s: pd.DataFrame({"x": [s["a"]]}), tmp_path / "s.csv")
     assert out["x"].tolist() == [1, 2]
+
+
+def test_a_switch_may_be_a_numpy_or_a_0d_boolean_array():
+    assert V.flag("exact", np.True_) is True and V.flag("exact", jax.numpy.array(False)) is False
+    with pytest.raises(ValueError, match="exact"):
+        V.flag("exact", np.array([True]))

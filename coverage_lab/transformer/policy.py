@@ -69,6 +69,7 @@ def sequence_policy(task: T.Task, config: M.Config, *, ref_params=None, normaliz
     policies start at ``pi_ref``), else a random initialisation. See the module docstring for the rest.
     """
     check_config(task, config)
+    normalize = V.flag("normalize", normalize)
     length = task.response_len
     prompts = jnp.asarray(task.prompts_XxP)
 
