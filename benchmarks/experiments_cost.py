@@ -93,14 +93,15 @@ def measure(name: str, *, smoke: bool = False, deadline: float = math.inf, timeo
 
 
 def reproduce_cost(path: Path = TIMINGS) -> pd.DataFrame | None:
-    """Seconds per experiment of the latest full-size ``coverage-lab reproduce`` in ``path``, or None."""
+    """Seconds per experiment of the latest full-size ``coverage-lab reproduce`` in ``path``, and the compiled
+    programs each loaded from the compilation cache (``loaded``), or None."""
     from coverage_lab.cli import read_timings
 
     df = read_timings(path)
     full = df[~df["smoke"]]
     if full.empty:
         return None
-    return full.groupby("experiment", sort=False).last().reset_index()[["experiment", "seconds"]]
+    return full.groupby("experiment", sort=False).last().reset_index()[["experiment", "seconds", "loaded"]]
 
 
 def bench(
@@ -173,7 +174,9 @@ def bench(
     whole = cost[cost["experiment"] == "all"]
     cost = cost[cost["experiment"] != "all"]
     total = cost["seconds"].sum()
-    rows.append(row(NAME, f"make reproduce: sum of the {len(cost)} experiments' times", total, "s"))
+    loaded = int(cost["loaded"].sum())
+    warm = f" ({loaded} programs loaded from the compilation cache, not compiled)" if loaded else ""
+    rows.append(row(NAME, f"make reproduce: sum of the {len(cost)} experiments' times{warm}", total, "s"))
     if len(whole):  # experiments run side by side: the wall time is less than the sum
         rows.append(row(NAME, "make reproduce: wall time of the whole run", float(whole["seconds"].iloc[0]), "s"))
     for name, seconds in zip(cost["experiment"], cost["seconds"], strict=True):

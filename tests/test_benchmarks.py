@@ -120,8 +120,8 @@ def test_reproduce_cost_reads_the_latest_full_run(tmp_path):
     pd.DataFrame(
         {"experiment": ["a", "b", "a", "b"], "seconds": [1.0, 2.0, 3.0, 9.0], "smoke": [False, False, False, True]}
     ).to_csv(path, index=False)
-    cost = experiments_cost.reproduce_cost(path).set_index("experiment")["seconds"]
-    assert cost.to_dict() == {"a": 3.0, "b": 2.0}
+    cost = experiments_cost.reproduce_cost(path).set_index("experiment")
+    assert cost["seconds"].to_dict() == {"a": 3.0, "b": 2.0} and (cost["loaded"] == 0).all()  # no column: 0
 
 
 @pytest.mark.skipif(importlib.util.find_spec("experiments.kl_estimators") is None, reason="no kl_estimators")
