@@ -181,10 +181,9 @@ def reproduce_all(
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
     if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise ValueError(f"seeds must be None or an integer >= 1, got {seeds!r}")
-    if compile_cache is not None and compile_cache is not False:
-        compile_cache = str(use_compile_cache(compile_cache))
-    elif compile_cache is False:
-        use_compile_cache(False)
+    if compile_cache is not None:  # the workers get the folder in use, or False
+        in_use = use_compile_cache(compile_cache)
+        compile_cache = False if in_use is None else str(in_use)
     groups = experiments.groups(list(names))
     timings = Path(out) / "timings.csv"
     known = _recorded_seconds(timings if timings.exists() else _COMMITTED_TIMINGS, smoke)
@@ -192,9 +191,8 @@ def reproduce_all(
     jobs = min(jobs, len(groups))
     start = time.perf_counter()
     seconds: dict[str, float] = {}
-    errors: list[BaseException] = []
-
     loaded: dict[str, int] = {}
+    errors: list[BaseException] = []
 
     def record(done):
         for name, s, n in done:
