@@ -276,7 +276,7 @@ def read_timings(path: str | Path):
         df = pd.read_csv(path)
         df = df.assign(
             seconds=df["seconds"].astype(float),
-            smoke=df["smoke"].astype(str).str.lower().isin(("true", "1")),
+            smoke=df["smoke"].astype(str).str.lower().isin(("true", "1", "1.0")),
             jobs=(df["jobs"].fillna(1) if "jobs" in df else 1),
             loaded=(df["loaded"].fillna(0) if "loaded" in df else 0),
         )
@@ -307,7 +307,7 @@ def record_time(path: Path, name: str, seconds: float | None, smoke: bool, jobs:
     if rows.empty and not path.exists():
         return
     tmp = path.with_name(path.name + ".tmp")
-    rows.astype({"jobs": int, "loaded": int}).to_csv(tmp, index=False)
+    rows.astype({"smoke": bool, "jobs": int, "loaded": int}).to_csv(tmp, index=False)
     os.replace(tmp, path)
 
 

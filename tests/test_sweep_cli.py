@@ -126,6 +126,10 @@ def test_timings_file_is_rewritten_whole_and_read_forgivingly(tmp_path):
     cli.record_time(path, "rates_smoke", 1.0, True, loaded=3)
     assert path.read_text() == "experiment,seconds,smoke,jobs,loaded\nrates,2.0,False,2,0\nrates_smoke,1.0,True,1,3\n"
     assert not list(tmp_path.glob("*.tmp"))
+    first = tmp_path / "first.csv"  # the first row of a new file: its smoke flag was written as 1.0, read as False
+    cli.record_time(first, "rates", 1.0, True)
+    assert first.read_text() == "experiment,seconds,smoke,jobs,loaded\nrates,1.0,True,1,0\n"
+    assert cli.read_timings(first)["smoke"].tolist() == [True]
     path.write_text("not,a\ntimings file")
     assert cli.read_timings(path).empty and cli.read_timings(tmp_path / "missing.csv").empty
 
