@@ -92,6 +92,17 @@ def flag(name: str, v) -> bool:
     return bool(v)
 
 
+def indices(name: str, a, top: int, bound: str | None = None) -> None:
+    """Checks that integer indices ``a`` lie in ``[0, top)`` (``bound``: the parameter that sets ``top``, named in
+    the message); values are read only when concrete (JAX clamps an index out of range instead of failing, so a bad
+    one would give a silently wrong answer)."""
+    if is_concrete(a) and np.size(a):
+        h = np.asarray(a)
+        if not 0 <= h.min() <= h.max() < top:
+            limit = f"[0, {top})" + (f" ({bound})" if bound else "")
+            raise ValueError(f"{name} must hold indices in {limit}, got range [{h.min()}, {h.max()}]")
+
+
 def same_shape(**arrays) -> tuple:
     """Checks that every named array has the same shape; returns that shape."""
     shapes = {k: np.shape(v) for k, v in arrays.items()}

@@ -339,8 +339,7 @@ def _indices(x_N, y_w_N, y_l_N, n_prompts, n_responses):
     for (name, a), hi in zip(out.items(), (shape[0], shape[1], shape[1]), strict=True):
         if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
             raise ValueError(f"{name} must be a 1-D array of integer indices, got {a.dtype} of shape {a.shape}")
-        if a.size and (a.min() < 0 or a.max() >= hi):
-            raise ValueError(f"{name} must hold indices in [0, {hi}), got range [{a.min()}, {a.max()}]")
+        V.indices(name, a, hi)
     V.same_shape(**out)
     return [a.astype(np.int64) for a in out.values()], shape
 

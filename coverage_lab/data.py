@@ -146,14 +146,18 @@ def pair_indices(data: Batch, n_prompts: int, n_responses: int) -> tuple[np.ndar
     """The pairs' ``(x, y_w, y_l)`` as numpy arrays, checked to index an ``(n_prompts, n_responses)`` table."""
     n_prompts = V.integer("n_prompts", n_prompts, minimum=1)
     n_responses = V.integer("n_responses", n_responses, minimum=1)
-    if not isinstance(data, Batch):
-        raise ValueError(f"data must be a data.Batch, got {type(data).__name__}")
+    check_batch(data)
     x, w, l = (np.asarray(a) for a in (data.x_B, data.y_w_B, data.y_l_B))
-    if x.size and (
-        x.min() < 0 or x.max() >= n_prompts or min(w.min(), l.min()) < 0 or max(w.max(), l.max()) >= n_responses
-    ):
-        raise ValueError(f"data has prompts or responses outside n_prompts={n_prompts}, n_responses={n_responses}")
+    V.indices("data.x_B", x, n_prompts, "n_prompts")
+    V.indices("data.y_w_B", w, n_responses, "n_responses")
+    V.indices("data.y_l_B", l, n_responses, "n_responses")
     return x, w, l
+
+
+def check_batch(data, name: str = "data") -> None:
+    """Raises a ValueError naming ``name`` unless ``data`` is a :class:`Batch`."""
+    if not isinstance(data, Batch):
+        raise ValueError(f"{name} must be a data.Batch, got {type(data).__name__}")
 
 
 def pair_counts(data: Batch, n_prompts: int, n_responses: int) -> np.ndarray:

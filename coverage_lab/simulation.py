@@ -325,8 +325,7 @@ def train_on_data(
     _check_hp(algorithm, hp)
     V.key("key", key)
     V.key("rm_key", rm_key)
-    if not isinstance(data, D.Batch):
-        raise ValueError(f"data must be a data.Batch, got {type(data).__name__}")
+    D.check_batch(data)
     V.integer("steps", steps, minimum=1)
     V.integer("reward_steps", reward_steps, minimum=1)
     V.positive("learning_rate", learning_rate)

@@ -164,8 +164,7 @@ def _check_indices(x_B, n_prompts: int, y_BxL=None, n_tokens: int | None = None)
             continue
         if not jnp.issubdtype(jnp.result_type(a), jnp.integer):
             raise ValueError(f"{name} must hold integers, got {jnp.result_type(a)}")
-        if V.is_concrete(a) and np.size(a) and not 0 <= np.asarray(a).min() <= np.asarray(a).max() < top:
-            raise ValueError(f"{name} must hold indices in [0, {top})")
+        V.indices(name, a, top)
 
 
 def _check_token_table(token_logp_XxV, x_B, y_BxL=None):
