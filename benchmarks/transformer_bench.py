@@ -5,8 +5,9 @@ share of time spent sampling, and peak device memory.
                                            [--isolate] [--csv PATH]
 
 Each algorithm's objective is built exactly as in a run (``coverage_lab.algorithms`` on the transformer
-``Policy``), and ``steps`` optimizer steps go through ``coverage_lab.train.fit`` in one compiled call; the first
-call (compile + run) is discarded, the second is timed. Weights are random: the cost of a step does not depend
+``Policy``, the pairs' reference log-probabilities computed once beforehand as ``simulation.train_policy`` does),
+and ``steps`` optimizer steps go through ``coverage_lab.train.fit`` in one compiled call; the first call (compile +
+run) is discarded, the second is timed. Weights are random: the cost of a step does not depend
 on them (RLHF's reward model is untrained for the same reason). Reported per algorithm:
 
 - ``step_s``: wall seconds per optimizer step (``batch_size`` offline pairs; HyPO and RLHF also draw ``k``
@@ -93,6 +94,8 @@ def measure(size: str | S.Size, name: str, *, steps: int, batch_size: int | None
         rm = reward_model(task, size.reward_model, size.task.r_max)
         reward_fn = functools.partial(rm.rewards, jax.jit(rm.init)(k_rm))
     ctx = A.Context(policy, ref, False, reward_fn)
+    if alg.offline_pairs:  # pi_ref's log-probabilities of the pairs, once before training (as train_policy does)
+        data = jax.jit(lambda d: A.with_reference(ctx, d, b))(data)
     objective = alg.make(alg, ctx, {k: jnp.float32(v) for k, v in alg.hparams.items()})
     optimizer = optax.adam(1e-4)
 

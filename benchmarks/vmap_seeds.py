@@ -27,6 +27,7 @@ import coverage_lab as cl
 from coverage_lab import algorithms as A
 from coverage_lab import bandits, coverage
 from coverage_lab import data as D
+from coverage_lab._sampling import fold_in
 from coverage_lab.policies import default_policy
 from coverage_lab.simulation import default_optimizer
 from coverage_lab.train import make_step
@@ -77,7 +78,8 @@ def fit_step(problem: Problem, steps: int, optimizer: optax.GradientTransformati
     rho = jnp.asarray(env.rho_X, jnp.float32)
     ref_params = policy.init(jax.random.key(0))  # tabular and log-linear policies start at pi_ref whatever the key
     hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
-    objective = algorithm.make(algorithm, A.Context(policy, ref_params, False, None, pref), hp)
+    ctx = A.Context(policy, ref_params, False, None, pref)
+    objective = algorithm.make(algorithm, ctx, hp)
     optimizer = optimizer or default_optimizer(lr, steps)
     one_step = make_step(objective, optimizer, algorithm.project)
     batch_size = min(batch_size, n_pairs)
@@ -85,6 +87,8 @@ def fit_step(problem: Problem, steps: int, optimizer: optax.GradientTransformati
     def setup(key):
         k_data, _, k_fit = jax.random.split(key, 3)
         data = D._sample_pairs(k_data, rho, pair, pref, n_pairs)
+        if algorithm.offline_pairs:  # as train_policy does before fit
+            data = A.with_reference(ctx, data, batch_size)
         k_idx, k_obj = jax.random.split(k_fit)
         idx = D.minibatch_indices(k_idx, n_pairs, batch_size, steps)
         params = algorithm.init(ref_params, hp)
@@ -92,7 +96,7 @@ def fit_step(problem: Problem, steps: int, optimizer: optax.GradientTransformati
 
     def step(carry, inputs, t):  # fit's step at t: the t-th minibatch, the objective's key folded with t
         data, idx, k_obj = inputs
-        return one_step(carry, D.take(data, idx[t]), jax.random.fold_in(k_obj, t), t)
+        return one_step(carry, D.take(data, idx[t]), fold_in(k_obj, t), t)
 
     return Step(setup, step)
 

@@ -30,6 +30,8 @@ class Batch(NamedTuple):
         the pair table), kept so coverage can be computed after the fact.
       prompt_x_P, prompt_w_P: prompts for on-policy samples and their weights (exact: every prompt with
         ``rho``; sampled: the pairs' prompts with ``1/n``).
+      ref_w_B, ref_l_B: ``log pi_ref`` of the preferred and rejected responses, or None: constants of the data,
+        filled in once before training (``algorithms.with_reference``) instead of computed at every step.
     """
 
     x_B: jax.Array
@@ -40,6 +42,8 @@ class Batch(NamedTuple):
     mu_l_B: jax.Array
     prompt_x_P: jax.Array
     prompt_w_P: jax.Array
+    ref_w_B: jax.Array | None = None
+    ref_l_B: jax.Array | None = None
 
     @property
     def size(self) -> int:
@@ -210,4 +214,5 @@ def take(data: Batch, idx_B) -> Batch:
     """The pairs at rows ``idx_B`` as a batch of their own (weights renormalised; prompts = the pairs' prompts)."""
     pairs = [v[idx_B] for v in data[:6]]
     pairs[3] = pairs[3] / pairs[3].sum()
-    return Batch(*pairs, pairs[0], pairs[3])
+    ref = [None if v is None else v[idx_B] for v in (data.ref_w_B, data.ref_l_B)]
+    return Batch(*pairs, pairs[0], pairs[3], *ref)

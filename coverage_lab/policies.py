@@ -30,12 +30,15 @@ Params = Any
 
 class Policy(NamedTuple):
     """``init(key) -> params``; ``log_probs(params, x_B, y_B) -> logp_B``;
-    ``sample(params, key, x_B, k) -> y_BxK``; ``table(params) -> logp_XxY`` or None if not enumerable."""
+    ``sample(params, key, x_B, k) -> y_BxK``; ``table(params) -> logp_XxY`` or None if not enumerable;
+    ``one_pass``: the objectives score several batches of responses in one call of ``log_probs`` (a sequence
+    model: one forward pass instead of several; ``algorithms.joint_log_probs``)."""
 
     init: Callable[[jax.Array], Params]
     log_probs: Callable[[Params, jax.Array, jax.Array], jax.Array]
     sample: Callable[[Params, jax.Array, jax.Array, int], jax.Array]
     table: Callable[[Params], jax.Array] | None = None
+    one_pass: bool = False
 
 
 class RewardModel(NamedTuple):

@@ -280,6 +280,8 @@ def train_policy(
         raise ValueError(f"reward_fn is required: {algorithm.name} uses a reward model")
     ref_params = policy.init(key)
     ctx = A.Context(policy, ref_params, exact, reward_fn, pref_XxYxY)
+    if algorithm.offline_pairs:  # pi_ref's log-probabilities of the pairs, once rather than at every step
+        data = A.with_reference(ctx, data, batch_size)
     if evaluate is None and log_every is not None:
         evaluate = lambda p: policy.table(algorithm.policy_params(p))  # noqa: E731
     return fit(

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from coverage_lab import _validate as V
+from coverage_lab._sampling import fold_in
 from coverage_lab.data import Batch, minibatch_indices, take
 
 Objective = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]]
@@ -85,7 +86,7 @@ def fit(
         return data if full else take(data, idx[t])
 
     def step(carry, t):
-        return one_step(carry, batch_at(t), jax.random.fold_in(k_obj, t), t)
+        return one_step(carry, batch_at(t), fold_in(k_obj, t), t)
 
     carry = (params, optimizer.init(params))
     if log_every is None:
@@ -101,7 +102,7 @@ def fit(
         carry, metrics = jax.lax.scan(step, carry, i * log_every + jnp.arange(log_every))
         return carry, (jax.tree.map(lambda m: m.mean(0), metrics), evaluate(carry[0]))
 
-    first_metrics = objective(params, batch_at(0), jax.random.fold_in(k_obj, 0))[1]
+    first_metrics = objective(params, batch_at(0), fold_in(k_obj, 0))[1]
     first_eval = evaluate(params)
     (params, _), (metrics, evals) = jax.lax.scan(interval, carry, jnp.arange(steps // log_every))
     stack = lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b])  # noqa: E731

@@ -151,3 +151,27 @@ def test_rlhf_with_ppo_clip_has_the_rloo_gradient_on_policy_and_converges_like_i
         kls.append(df[df.step == 600]["value"].to_numpy())
     np.testing.assert_allclose(kls[1], kls[0], rtol=0.1)
     assert (kls[1] <= 1.0 / 0.5).all()
+
+
+def test_with_reference_fills_the_reference_terms_and_the_objectives_read_them():
+    """pi_ref's log-probabilities of the pairs, computed once (at once, or in chunks of ``batch_size`` with the last
+    one padded) are the table's; minibatches carry them; DPO's loss and gradient are the same, bit for bit."""
+    env = bandits.random_tabular(jax.random.key(0), 3, 5)
+    pref = bandits.preference_table(env.reward_XxY)
+    d = data.sample_pairs(jax.random.key(1), env.rho_X, coverage.pair_table(env.pi_ref_XxY), pref, 10)
+    pol = policies.tabular_softmax(env)
+    ctx = A.Context(pol, pol.init(None), exact=False)
+    table = pol.table(ctx.ref_params)
+    for batch_size in (None, 3, 4, 10, 32):
+        filled = A.with_reference(ctx, d, batch_size)
+        np.testing.assert_array_equal(filled.ref_w_B, table[d.x_B, d.y_w_B])
+        np.testing.assert_array_equal(filled.ref_l_B, table[d.x_B, d.y_l_B])
+    rows = jnp.array([3, 1, 7])
+    np.testing.assert_array_equal(data.take(filled, rows).ref_l_B, filled.ref_l_B[rows])
+    assert data.take(d, rows).ref_w_B is None
+    logits = ctx.ref_params + 0.3 * jax.random.normal(jax.random.key(2), table.shape)
+    for alg in (A.dpo(0.3), A.hypo(0.3, lam=0.5)):
+        loss = lambda p, b, alg=alg: objective(alg, ctx)(p, b, jax.random.key(3))[0]  # noqa: E731
+        (a, g_a), (b, g_b) = (jax.value_and_grad(loss)(logits, batch) for batch in (d, filled))
+        assert float(a) == float(b)
+        np.testing.assert_array_equal(g_a, g_b)

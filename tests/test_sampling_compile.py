@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from coverage_lab import jit
-from coverage_lab._sampling import _is_threefry, bits, categorical, uniform
+from coverage_lab._sampling import _is_threefry, bits, categorical, fold_in, uniform
 
 
 @pytest.mark.parametrize("n", [16, 100])  # a comparison against every entry below 64, a binary search above
@@ -75,3 +75,23 @@ def test_jit_top_level_nested_and_as_decorator():
     fast = jit(static_argnames="n", fast_compile=True)(f)
     np.testing.assert_allclose(fast(x, n=3), plain(x, n=3), rtol=1e-6)
     assert ours.__name__ == "f"
+
+
+def test_fold_in_is_jax_fold_in_bit_for_bit():
+    """Typed and raw keys, one and vmapped, data up to 2**32 - 1 and traced; another PRNG goes to JAX's."""
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(3), s))(jnp.arange(5, dtype=jnp.uint32))
+    for d in (0, 1, 7, 2**31 + 5, 2**32 - 1):
+        got = jax.jit(jax.vmap(lambda k, d=d: fold_in(k, d)))(keys)
+        want = jax.vmap(lambda k, d=d: jax.random.fold_in(k, d))(keys)
+        np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(want))
+    steps = jnp.arange(10, dtype=jnp.int32)
+    got = jax.jit(jax.vmap(lambda t: fold_in(keys[0], t)))(steps)
+    want = jax.vmap(lambda t: jax.random.fold_in(keys[0], t))(steps)
+    np.testing.assert_array_equal(jax.random.key_data(got), jax.random.key_data(want))
+    raw, rbg = jax.random.PRNGKey(4), jax.random.key(5, impl="rbg")
+    np.testing.assert_array_equal(fold_in(raw, 9), jax.random.fold_in(raw, 9))
+    np.testing.assert_array_equal(jax.random.key_data(fold_in(rbg, 3)), jax.random.key_data(jax.random.fold_in(rbg, 3)))
+    with pytest.raises(ValueError, match="data must be a scalar"):
+        fold_in(raw, jnp.arange(2))
+    with pytest.raises(ValueError, match="key must be one PRNG key"):
+        fold_in(keys, 1)

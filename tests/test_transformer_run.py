@@ -43,12 +43,11 @@ def setup():
 
 def bandit_twin(policy, pi, ref, data):
     """The same pairs as a bandit: prompt i = pair i, response 0 = y_w, 1 = y_l, log-probability tables (B, 2)
-    filled with the transformer's own sequence log-probabilities; a tabular ``Policy`` over them."""
+    filled with the transformer's own sequence log-probabilities (scored as its objectives score them: both
+    responses in one call); a tabular ``Policy`` over them."""
 
     def table_of(params):
-        return jnp.stack(
-            [policy.log_probs(params, data.x_B, data.y_w_B), policy.log_probs(params, data.x_B, data.y_l_B)], 1
-        )
+        return jnp.stack(A.joint_log_probs(policy, params, (data.x_B, data.y_w_B), (data.x_B, data.y_l_B)), 1)
 
     tables = {"pi": table_of(pi), "ref": table_of(ref)}
     twin = policies.from_table(lambda key: tables["pi"], lambda t: t)
@@ -57,6 +56,28 @@ def bandit_twin(policy, pi, ref, data):
     zeros, ones = jnp.zeros(b, jnp.int32), jnp.ones(b, jnp.int32)
     batch = Batch(idx, zeros, ones, data.weight_B, data.mu_w_B, data.mu_l_B, idx, data.weight_B)
     return twin, tables, batch
+
+
+def test_one_pass_scoring_and_the_precomputed_reference_match_one_call_per_batch(setup):
+    """The transformer scores the pairs' two responses (and HyPO's samples) in one forward pass and reads pi_ref's
+    terms from the data: the same numbers as one call per batch, to float rounding."""
+    pi, ref, data = setup
+    policy = P.sequence_policy(TASK, TOY.model)
+    apart = policy._replace(one_pass=False)
+    assert policy.one_pass
+    pairs = ((data.x_B, data.y_w_B), (data.x_B, data.y_l_B))
+    for got, want in zip(A.joint_log_probs(policy, pi, *pairs), A.joint_log_probs(apart, pi, *pairs), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    ctx = A.Context(policy, ref, False)
+    filled = A.with_reference(ctx, data, 5)  # 32 pairs: six chunks and a padded seventh
+    np.testing.assert_allclose(filled.ref_w_B, policy.log_probs(ref, data.x_B, data.y_w_B), rtol=1e-5)
+    np.testing.assert_allclose(filled.ref_l_B, policy.log_probs(ref, data.x_B, data.y_l_B), rtol=1e-5)
+    for algorithm in (A.dpo(0.1), A.hypo(0.1, lam=0.5, k=3)):
+        hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
+        one = algorithm.make(algorithm, ctx, hp)(pi, filled, jax.random.key(4))
+        each = algorithm.make(algorithm, ctx._replace(policy=apart), hp)(pi, data, jax.random.key(4))
+        for name in one[1]:
+            np.testing.assert_allclose(one[1][name], each[1][name], rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ policies: ``x`` is a prompt index into the task's fixed prompts, ``y`` a respons
   log-probability the algorithm sees is then per token, KL terms included).
 - ``sample(params, key, x_B, k) -> (B, k, L)`` at temperature 1 (the policy's own distribution).
 - ``table(params) -> logp_XxY`` over :func:`task.responses` when the task is enumerable, else ``None``.
+- ``one_pass``: the objectives score several batches of responses (a pair's two, HyPO's samples) in one call, one
+  forward pass (``algorithms.joint_log_probs``).
 
 References: arXiv:2406.01462; SPEC.md §6.
 """
@@ -85,7 +87,7 @@ def sequence_policy(task: T.Task, config: M.Config, *, ref_params=None, normaliz
         y = M.sample(params, key, prompts[x], config, length=length)
         return y.reshape(x_B.shape[0], k, length)
 
-    return Policy(init, log_probs, sample, _enumerated(task, log_probs))
+    return Policy(init, log_probs, sample, _enumerated(task, log_probs), one_pass=True)
 
 
 def reward_model(task: T.Task, config: M.Config, r_max) -> RewardModel:
