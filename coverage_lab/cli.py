@@ -20,34 +20,33 @@ from pathlib import Path
 
 import jax
 
-from coverage_lab.sweep import run_sweep, setting_id, setting_seed
+from coverage_lab.sweep import run_sweep, setting_seed
 
 
 def reproduce(
-    name: str,
-    *,
-    smoke: bool = False,
-    seeds: int | None = None,
-    out: str | Path = "figures",
-    progress: bool = True,
-    computed: dict | None = None,
+    name: str, *, smoke: bool = False, seeds: int | None = None, out: str | Path = "figures", progress: bool = True
 ) -> Path:
     """Run experiment ``name`` from scratch into ``out/NAME.csv``, then draw ``out/NAME.png`` from that CSV.
 
     The sweep writes ``out/.NAME.partial.csv`` as it goes and renames it when complete, so an interrupted run
     resumes where it stopped, while a finished ``NAME.csv`` (for instance the committed one) is recomputed.
-    ``progress``: a line with the sweep's progress on stderr. ``computed``: rows of some settings already computed
-    (:func:`compute`, by setting id), taken instead of running them. Returns the CSV path."""
+    ``progress``: a line with the sweep's progress on stderr. Returns the CSV path."""
     import experiments
     from coverage_lab import plotting
 
     module = experiments.get(name)
-    settings = experiments.settings(name, smoke, seeds)
-    computed = computed or {}
+    settings = [dict(s) for s in (module.SMOKE if smoke else module.SETTINGS)]
+    if seeds is not None:
+        for s in settings:
+            s["seeds"] = seeds
 
     def run(setting):
-        sid = setting_id(setting)
-        return computed[sid] if sid in computed else _rows(name, setting)
+        df = module.run(setting, jax.random.key(setting_seed(setting)))
+        df.insert(0, "experiment", name)
+        for k, v in setting.items():
+            if k not in df.columns:
+                df[k] = v if not isinstance(v, (list, tuple, dict)) else str(v)
+        return df
 
     out = Path(out)
     csv, partial = out / f"{name}.csv", out / f".{name}.partial.csv"
@@ -59,27 +58,6 @@ def reproduce(
     if hasattr(module, "report"):  # a table experiment also writes its Markdown table
         (out / f"{name}.md").write_text(module.report(df))
     return csv
-
-
-def _rows(name: str, setting: dict):
-    """Experiment ``name``'s tidy rows for one setting, with the experiment's name and the setting as columns."""
-    import experiments
-
-    df = experiments.get(name).run(setting, jax.random.key(setting_seed(setting)))
-    df.insert(0, "experiment", name)
-    for k, v in setting.items():
-        if k not in df.columns:
-            df[k] = v if not isinstance(v, (list, tuple, dict)) else str(v)
-    return df
-
-
-def compute(name: str, indices, *, smoke: bool = False, seeds: int | None = None) -> dict:
-    """The rows of experiment ``name``'s settings at ``indices`` (no files), by setting id: one process's share of
-    an experiment whose settings run in several (``experiments.units``); :func:`reproduce` takes them back."""
-    import experiments
-
-    settings = experiments.settings(name, smoke, seeds)
-    return {setting_id(settings[i]): _rows(name, settings[i]) for i in indices}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -187,13 +165,10 @@ def reproduce_all(
     """:func:`reproduce` each experiment, ``jobs`` worker processes at a time; seconds per experiment.
 
     Experiments go to the workers in groups (``experiments.groups``: those that share a run in memory stay in one
-    process; with several jobs, ``experiments.units`` also gives Table 1's unshared model size a process of its own,
-    and this process writes that experiment's CSV and figure when all its settings are in), the group that took
-    longest in ``out/timings.csv`` (else in the repository's ``figures/``; a share of an experiment counts its
-    share of the settings) first, unknown ones before known ones, so the longest does not start last. With
-    ``jobs = 1``, or one group, everything runs in this process. Each experiment's time goes to
-    ``out/timings.csv`` as it ends (a split experiment's: its settings' times summed), with the number of jobs it
-    shared the machine with and the number of compiled programs it loaded from the compilation cache
+    process), the group that took longest in ``out/timings.csv`` (else in the repository's ``figures/``) first,
+    unknown ones before known ones, so the longest does not start last. With ``jobs = 1``, or one group,
+    everything runs in this process. Each experiment's time goes to ``out/timings.csv`` as it ends, with the number
+    of jobs it shared the machine with and the number of compiled programs it loaded from the compilation cache
     (``loaded``); when every experiment ran, the whole run's wall time goes there as experiment ``all`` (a partial
     run drops an older ``all`` row). If an experiment fails, the ones that finished are recorded (with several jobs
     the other groups still run), then the first failure is raised. ``compile_cache``: JAX's persistent compilation
@@ -209,46 +184,18 @@ def reproduce_all(
     if compile_cache is not None:  # the workers get the folder in use, or False
         in_use = use_compile_cache(compile_cache)
         compile_cache = False if in_use is None else str(in_use)
-    names = list(names)
-    groups = (
-        experiments.units(names, smoke, seeds)
-        if jobs > 1
-        else [[(n, None) for n in g] for g in experiments.groups(names)]
-    )
+    groups = experiments.groups(list(names))
     timings = Path(out) / "timings.csv"
     known = _recorded_seconds(timings if timings.exists() else _COMMITTED_TIMINGS, smoke)
-    n_settings = {n: len(experiments.settings(n, smoke, seeds)) for n in names}
-
-    def estimate(name, indices):
-        return known.get(name, math.inf) * (1 if indices is None else len(indices) / n_settings[name])
-
-    groups.sort(key=lambda g: -sum(estimate(*item) for item in g))  # stable: ties keep their order
+    groups.sort(key=lambda g: -sum(known.get(n, math.inf) for n in g))  # stable: ties keep their order
     jobs = min(jobs, len(groups))
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     loaded: dict[str, int] = {}
     errors: list[BaseException] = []
-    shares: dict[str, list] = {}  # name: [settings' rows by id, seconds, programs loaded] of a split experiment
 
     def record(done):
-        for name, s, n, rows in done:
-            if rows is not None:  # a share of an experiment: written when every setting is in
-                share = shares.setdefault(name, [{}, 0.0, 0])
-                share[0].update(rows)
-                share[1] += s
-                share[2] += n
-                if len(share[0]) < n_settings[name]:
-                    continue
-                t0 = time.perf_counter()
-                try:
-                    csv = reproduce(name, smoke=smoke, seeds=seeds, out=out, progress=False, computed=share[0])
-                except Exception as err:
-                    errors.append(err)
-                    continue
-                s, n = share[1] + time.perf_counter() - t0, share[2]
-                print(
-                    f"{name}: {csv} and {csv.with_suffix('.png')} in {s:.1f}s (its settings' times summed)", flush=True
-                )
+        for name, s, n in done:
             seconds[name], loaded[name] = s, n
             record_time(timings, name, s, smoke, jobs, loaded=n)
 
@@ -282,31 +229,27 @@ def reproduce_all(
     return seconds
 
 
-def _worker(items, smoke, seeds, out, compile_cache=None) -> list[tuple]:
+def _worker(names, smoke, seeds, out, compile_cache=None) -> list[tuple[str, float, int]]:
     """:func:`_run_group` in a worker process: figures to files only, no progress lines (they would interleave)."""
     import matplotlib
 
     matplotlib.use("Agg")
     if compile_cache is not None:
         use_compile_cache(compile_cache)
-    return _run_group(items, smoke, seeds, out, False)
+    return _run_group(names, smoke, seeds, out, False)
 
 
-def _run_group(items, smoke, seeds, out, progress) -> list[tuple]:
-    """Run ``items`` in order (one worker's share, ``experiments.units``): ``(name, None)`` reproduces the
-    experiment, ``(name, indices)`` computes those settings' rows (:func:`compute`). Returns ``(name, seconds,
-    programs loaded from the compilation cache, rows or None)`` each, a line printed as each ends.
+def _run_group(names, smoke, seeds, out, progress) -> list[tuple[str, float, int]]:
+    """Reproduce ``names`` in order (one worker's share); ``(name, seconds, programs loaded from the compilation
+    cache)`` each, a line printed as each ends.
 
-    If one fails, the exception carries those tuples for the ones before it as ``completed`` (it survives
+    If one fails, the exception carries those triples for the ones before it as ``completed`` (it survives
     pickling back from a worker), so their times are still recorded."""
     done = []
-    for name, indices in items:
+    for name in names:
         start, loaded = time.perf_counter(), _LOADED[0]
         try:
-            if indices is None:
-                rows, csv = None, reproduce(name, smoke=smoke, seeds=seeds, out=out, progress=progress)
-            else:
-                rows = compute(name, indices, smoke=smoke, seeds=seeds)
+            csv = reproduce(name, smoke=smoke, seeds=seeds, out=out, progress=progress)
         except BaseException as err:
             try:
                 err.completed = list(done)
@@ -314,9 +257,8 @@ def _run_group(items, smoke, seeds, out, progress) -> list[tuple]:
                 pass
             raise
         seconds = time.perf_counter() - start
-        what = f"{csv} and {csv.with_suffix('.png')}" if rows is None else f"settings {list(indices)}"
-        print(f"{name}: {what} in {seconds:.1f}s", flush=True)
-        done.append((name, seconds, _LOADED[0] - loaded, rows))
+        print(f"{name}: {csv} and {csv.with_suffix('.png')} in {seconds:.1f}s", flush=True)
+        done.append((name, seconds, _LOADED[0] - loaded))
     return done
 
 

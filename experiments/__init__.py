@@ -26,9 +26,6 @@ NAMES = (
 # Experiments that must run in one process: transformer_table's ``small`` row is transformer_reverse_kl's run,
 # remembered in the process (``transformer_reverse_kl.run_algorithms``).
 SAME_PROCESS = (("transformer_reverse_kl", "transformer_table"),)
-# Experiments whose settings share no compiled programs (Table 1's model sizes): with several processes, a setting
-# no partner shares may run in a process of its own (:func:`units`), and the experiment is assembled from them.
-SPLIT = ("transformer_table",)
 
 
 def available() -> list[str]:
@@ -58,35 +55,4 @@ def groups(names: list[str]) -> list[list[str]]:
             out.append(group)
         group.append(n)
         where[n] = group
-    return out
-
-
-def settings(name: str, smoke: bool = False, seeds: int | None = None) -> list[dict]:
-    """Experiment ``name``'s settings (``SMOKE`` or ``SETTINGS``, copied), with ``seeds`` in each if given."""
-    module = get(name)
-    out = [dict(s) for s in (module.SMOKE if smoke else module.SETTINGS)]
-    for s in out if seeds is not None else ():
-        s["seeds"] = seeds
-    return out
-
-
-def units(names: list[str], smoke: bool = False, seeds: int | None = None) -> list[list[tuple]]:
-    """:func:`groups` as units of work ``(name, None)`` (the whole experiment) or ``(name, indices)`` (those of its
-    settings): the settings of a :data:`SPLIT` experiment that no partner in its group shares (equal setting ids)
-    move to groups of their own, one setting each."""
-    from coverage_lab.sweep import setting_id
-
-    out = []
-    for group in groups(names):
-        items, alone = [], []
-        for name in group:
-            own = [setting_id(s) for s in settings(name, smoke, seeds)]
-            shared = {setting_id(s) for m in group if m != name for s in settings(m, smoke, seeds)}
-            keep = tuple(i for i, sid in enumerate(own) if sid in shared)
-            if name not in SPLIT or len(own) == 1 or len(keep) == len(own):
-                items.append((name, None))
-                continue
-            items += [(name, keep)] if keep else []
-            alone += [[(name, (i,))] for i in range(len(own)) if i not in keep]
-        out += ([items] if items else []) + alone
     return out

@@ -85,31 +85,14 @@ def test_groups_keep_experiments_that_share_a_run_in_one_process():
         experiments.groups(["rates", "no_such"])
 
 
-def test_units_give_a_split_experiments_unshared_settings_a_process_of_their_own(monkeypatch):
-    """Table 1's ``small`` row stays with Figure 1's run (the same setting), its ``medium`` row goes alone; alone,
-    the table splits into its sizes; an experiment not in SPLIT, or with one setting, stays whole."""
-    assert experiments.units(["transformer_reverse_kl", "transformer_table", "rates"]) == [
-        [("transformer_reverse_kl", None), ("transformer_table", (0,))],
-        [("transformer_table", (1,))],
-        [("rates", None)],
-    ]
-    assert experiments.units(["transformer_table"]) == [[("transformer_table", (0,))], [("transformer_table", (1,))]]
-    assert experiments.units(["transformer_table"], smoke=True) == [[("transformer_table", None)]]
-    assert experiments.units(["rates"], smoke=True) == [[("rates", None)]]
-    monkeypatch.setattr(experiments, "SPLIT", ("rates",))
-    n = len(experiments.settings("rates", smoke=True))
-    assert n > 1 and experiments.units(["rates"], smoke=True) == [[("rates", (i,))] for i in range(n)]
-    assert all(s["seeds"] == 2 for s in experiments.settings("rates", seeds=2))
-
-
 def test_reproduce_all_starts_the_longest_recorded_group_first(tmp_path, monkeypatch):
     pd.DataFrame(
         {"experiment": ["rates", "lower_bound", "rates"], "seconds": [1.0, 5.0, 9.0], "smoke": [True, True, False]}
     ).to_csv(tmp_path / "timings.csv", index=False)
     ran = []
-    monkeypatch.setattr(cli, "_run_group", lambda items, *a: ran.append(items) or [(n, 0.5, 0, None) for n, _ in items])
+    monkeypatch.setattr(cli, "_run_group", lambda names, *a: ran.append(names) or [(n, 0.5, 0) for n in names])
     seconds = cli.reproduce_all(["rates", "kl_estimators", "lower_bound"], smoke=True, out=tmp_path)
-    assert ran == [[("kl_estimators", None)], [("lower_bound", None)], [("rates", None)]]  # unknown, 5 s, 1 s
+    assert ran == [["kl_estimators"], ["lower_bound"], ["rates"]]  # unknown, then 5 s, then 1 s (smoke times)
     assert seconds == {"rates": 0.5, "kl_estimators": 0.5, "lower_bound": 0.5}
     timings = pd.read_csv(tmp_path / "timings.csv")  # written before the jobs column: those rows ran alone
     assert timings["jobs"].tolist() == [1] * len(timings) and len(timings) == 4
@@ -127,9 +110,7 @@ def test_a_failing_experiment_keeps_the_times_of_those_that_ran_before_it_in_its
 
     monkeypatch.setattr(cli, "reproduce", fake)
     with pytest.raises(RuntimeError, match="boom") as info:
-        cli._run_group(
-            [("transformer_reverse_kl", None), ("transformer_table", None)], True, None, str(tmp_path), False
-        )
+        cli._run_group(["transformer_reverse_kl", "transformer_table"], True, None, str(tmp_path), False)
     back = pickle.loads(pickle.dumps(info.value))  # as it comes back from a worker process
     assert [name for name, *_ in back.completed] == ["transformer_reverse_kl"]
     with pytest.raises(RuntimeError, match="boom"):
@@ -163,19 +144,6 @@ def test_reproduce_in_two_processes_writes_the_same_csvs(tmp_path, monkeypatch):
         assert (tmp_path / "1" / f"{name}.csv").read_bytes() == (tmp_path / "2" / f"{name}.csv").read_bytes()
     timings = pd.read_csv(tmp_path / "2" / "timings.csv").set_index("experiment")
     assert sorted(timings.index) == sorted(names) and (timings["jobs"] == 2).all()
-
-
-def test_a_split_experiment_is_assembled_from_its_settings_byte_for_byte(tmp_path, monkeypatch):
-    """Settings computed in worker processes and written here give the CSV of one process running them all."""
-    monkeypatch.setenv("JAX_NUMPY_RANK_PROMOTION", "raise")
-    monkeypatch.setattr(experiments, "SPLIT", ("ood_without_fa",))
-    assert len(experiments.units(["ood_without_fa"], smoke=True)) > 1
-    for jobs in (1, 2):
-        cli.reproduce_all(["ood_without_fa"], jobs=jobs, smoke=True, out=tmp_path / str(jobs))
-    for suffix in (".csv", ".png"):
-        one, two = (tmp_path / j / f"ood_without_fa{suffix}" for j in ("1", "2"))
-        assert one.read_bytes() == two.read_bytes()
-    assert pd.read_csv(tmp_path / "2" / "timings.csv")["experiment"].tolist() == ["ood_without_fa"]
 
 
 _COUNT_CACHE_HITS = """
