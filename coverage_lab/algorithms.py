@@ -23,7 +23,7 @@ import numpy as np
 
 from coverage_lab import _validate as V
 from coverage_lab import losses
-from coverage_lab.data import Batch
+from coverage_lab.data import Batch, check_batch
 from coverage_lab.policies import Policy
 
 sg = jax.lax.stop_gradient
@@ -126,6 +126,8 @@ def joint_log_probs(policy: Policy, params, *batches) -> list:
     gather per batch: its gradient then sums in the same order as the objective's terms, so contributions that
     cancel in exact arithmetic (a pair's two responses on a response neither favours) cancel to exactly zero,
     as the exact track relies on (Adam would turn rounding noise into steps of the learning rate's size)."""
+    if not batches:
+        raise ValueError("batches must hold at least one (x_B, y_B) pair of arrays")
     if not policy.one_pass:
         return [policy.log_probs(params, x, y) for x, y in batches]
     x = jnp.concatenate([x for x, _ in batches])
@@ -160,6 +162,9 @@ def with_reference(ctx: Context, data: Batch, batch_size: int | None = None) -> 
     pairs at a time (default: all at once). They are constants of the data: computed once here, the offline
     objectives read them from each minibatch instead of running ``pi_ref`` at every step (the usual DPO
     practice; for a sequence model, one forward pass of the reference fewer per step)."""
+    check_batch(data)
+    if batch_size is not None:
+        V.integer("batch_size", batch_size, minimum=1)
     n = data.size
     pairs = (data.x_B, data.y_w_B, data.y_l_B)
 
