@@ -3,8 +3,8 @@
 (a) **step**: one optimizer step of :func:`coverage_lab.train.fit` (objective, gradient, optax update, the
     algorithm's projection), jitted for one seed and called ``S x steps`` times from Python, against the same
     step vmapped over the seeds and called ``steps`` times. The step is rebuilt here from the library's pieces
-    exactly as ``fit`` builds it (``fit`` keeps it inside its ``lax.scan``); it is checked to reach the same
-    parameters in both readings.
+    exactly as ``fit`` builds it (``fit`` keeps it inside its ``lax.scan``) and compiled with the library's
+    options (``coverage_lab._compile.jit``); it is checked to reach the same parameters in both readings.
 (b) **run**: whole compiled runs, ``coverage_lab.run(..., seeds=[s])`` called for each ``s`` against one
     ``coverage_lab.run(..., seeds=S)``.
 (c) **breakdown** of the vmapped run's time: its training steps alone, the minibatch permutations and the pair
@@ -27,6 +27,7 @@ import coverage_lab as cl
 from coverage_lab import algorithms as A
 from coverage_lab import bandits, coverage
 from coverage_lab import data as D
+from coverage_lab._compile import jit
 from coverage_lab._sampling import fold_in
 from coverage_lab.policies import default_policy
 from coverage_lab.simulation import default_optimizer
@@ -114,9 +115,9 @@ def measure_step(problem: Problem, n_seeds: int, steps: int, optimizer=None) -> 
     gradient entry by its own magnitude, so entries that are zero up to rounding move by up to the step size:
     compare them with plain SGD (``tests/test_benchmarks.py`` does)."""
     s = fit_step(problem, steps, optimizer)
-    carries, inputs = jax.jit(jax.vmap(s.setup))(_keys(n_seeds))
-    one = jax.jit(s.step)
-    many = jax.jit(jax.vmap(s.step, in_axes=(0, 0, None)))
+    carries, inputs = jit(jax.vmap(s.setup))(_keys(n_seeds))
+    one = jit(s.step)
+    many = jit(jax.vmap(s.step, in_axes=(0, 0, None)))
     per_seed = [jax.tree.map(lambda a, i=i: a[i], (carries, inputs)) for i in range(n_seeds)]
     ts = list(jnp.arange(steps, dtype=jnp.int32))
 
@@ -177,7 +178,7 @@ def breakdown(problem: Problem, n_seeds: int, steps: int) -> dict:
     env, mu, algorithm, n_pairs, batch_size, lr = problem
     s = fit_step(problem, steps)
     keys = _keys(n_seeds)
-    carries, inputs = jax.jit(jax.vmap(s.setup))(keys)
+    carries, inputs = jit(jax.vmap(s.setup))(keys)
     pair = jnp.asarray(coverage.pair_table(mu), jnp.float32)
     pref = jnp.asarray(bandits.preference_table(env.reward_XxY), jnp.float32)
     rho = jnp.asarray(env.rho_X, jnp.float32)
@@ -187,9 +188,9 @@ def breakdown(problem: Problem, n_seeds: int, steps: int) -> dict:
         return jax.lax.scan(lambda c, t: (s.step(c, inputs, t)[0], None), carry, jnp.arange(steps))[0][0]
 
     parts = {
-        "steps": (jax.jit(jax.vmap(scanned)), (carries, inputs)),
-        "minibatch_indices": (jax.jit(jax.vmap(lambda k: D.minibatch_indices(k, n_pairs, bs, steps))), (keys,)),
-        "sample_pairs": (jax.jit(jax.vmap(lambda k: D._sample_pairs(k, rho, pair, pref, n_pairs))), (keys,)),
+        "steps": (jit(jax.vmap(scanned)), (carries, inputs)),
+        "minibatch_indices": (jit(jax.vmap(lambda k: D.minibatch_indices(k, n_pairs, bs, steps))), (keys,)),
+        "sample_pairs": (jit(jax.vmap(lambda k: D._sample_pairs(k, rho, pair, pref, n_pairs))), (keys,)),
     }
     kw = dict(mu=mu, n_pairs=n_pairs, steps=steps, key=jax.random.key(1), batch_size=batch_size, learning_rate=lr)
     calls = {name: (lambda f=f, a=a: f(*a)) for name, (f, a) in parts.items()}

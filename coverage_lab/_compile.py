@@ -6,6 +6,13 @@ these sizes: level 1 compiled the ``medium`` transformer's DPO program 23% faste
 as fast (6.8 s vs 6.6 s), and the seven bandit experiments took 68 s instead of 75 s (measured 2026-11-29).
 Other backends keep XLA's defaults. ``fast_compile`` turns the backend optimisations off everywhere (level 0:
 about half the compile time, about 3x the run time; for the toy sizes the tests use).
+
+XLA's CPU backend also hands fused subgraphs (elementwise chains, reductions, products) to YNNPACK. On the
+tabular programs' arrays (tens to thousands of entries) each such call costs more than its work: with
+:data:`OWN_LOOPS` (YNNPACK for single matrix products only, XLA's own loops for the rest) the benchmark's 64-seed
+vmapped HyPO step took 200-225 us instead of 265-290 (measured 2026-11-29). The transformer's activations are large
+enough for YNNPACK to win (its HyPO program ran 7.9 s instead of 8.2 and compiled in 6.9 s instead of 8.4), so
+its programs ask for ``library_fusions``. Where the installed XLA lacks the option, it is left out.
 """
 
 from __future__ import annotations
@@ -16,6 +23,26 @@ import jax
 
 CPU_OPTIONS = {"xla_backend_optimization_level": 1}
 FAST_OPTIONS = {"xla_backend_optimization_level": 0}
+OWN_LOOPS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+@functools.cache
+def _supported(options: tuple) -> bool:
+    """Whether this XLA accepts the compiler ``options`` (an experimental flag may be renamed or dropped)."""
+    try:
+        jax.jit(lambda x: x, compiler_options=dict(options)).lower(0.0).compile()
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
+
+
+def cpu_options(fast_compile: bool = False, library_fusions: bool = False) -> dict:
+    """The compiler options of a CPU program: :data:`FAST_OPTIONS` or :data:`CPU_OPTIONS`, plus :data:`OWN_LOOPS`
+    unless ``library_fusions`` (where this XLA supports it)."""
+    options = dict(FAST_OPTIONS if fast_compile else CPU_OPTIONS)
+    if not library_fusions and _supported(tuple(OWN_LOOPS.items())):
+        options |= OWN_LOOPS
+    return options
 
 
 class _Jit:
@@ -24,14 +51,20 @@ class _Jit:
     Called inside another traced function, it is a plain ``jax.jit`` (JAX takes compiler options at the top level
     only; the outer program's apply)."""
 
-    def __init__(self, fun, fast_compile: bool, kwargs: dict):
-        self._fun, self._fast, self._kwargs, self._by_backend = fun, fast_compile, kwargs, {}
+    def __init__(self, fun, fast_compile: bool, library_fusions: bool, kwargs: dict):
+        self._fun, self._kwargs, self._by_backend = fun, kwargs, {}
+        self._fast, self._library = fast_compile, library_fusions
         functools.update_wrapper(self, fun)
 
     def _jitted(self, nested: bool = False):
         backend = "nested" if nested else jax.default_backend()
         if backend not in self._by_backend:
-            options = None if nested else FAST_OPTIONS if self._fast else CPU_OPTIONS if backend == "cpu" else None
+            if nested:
+                options = None
+            elif backend == "cpu":
+                options = cpu_options(self._fast, self._library)
+            else:
+                options = FAST_OPTIONS if self._fast else None
             self._by_backend[backend] = jax.jit(self._fun, compiler_options=options, **self._kwargs)
         return self._by_backend[backend]
 
@@ -43,9 +76,9 @@ class _Jit:
         return getattr(self._jitted(), name)
 
 
-def jit(fun=None, *, fast_compile: bool = False, **kwargs):
-    """``jax.jit(fun, **kwargs)`` with :data:`CPU_OPTIONS` on the CPU (:data:`FAST_OPTIONS` with ``fast_compile``);
-    usable as a decorator, bare or with keyword arguments."""
+def jit(fun=None, *, fast_compile: bool = False, library_fusions: bool = False, **kwargs):
+    """``jax.jit(fun, **kwargs)`` with :func:`cpu_options` on the CPU (:data:`FAST_OPTIONS` elsewhere with
+    ``fast_compile``); usable as a decorator, bare or with keyword arguments."""
     if fun is None:
-        return functools.partial(jit, fast_compile=fast_compile, **kwargs)
-    return _Jit(fun, bool(fast_compile), kwargs)
+        return functools.partial(jit, fast_compile=fast_compile, library_fusions=library_fusions, **kwargs)
+    return _Jit(fun, bool(fast_compile), bool(library_fusions), kwargs)

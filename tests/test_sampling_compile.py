@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from coverage_lab import jit
-from coverage_lab._sampling import _is_threefry, bits, categorical, fold_in, uniform
+from coverage_lab import _compile, jit
+from coverage_lab._sampling import SHORT_ROW, _is_threefry, _running_sum, bits, categorical, fold_in, uniform
 
 
 @pytest.mark.parametrize("n", [16, 100])  # a comparison against every entry below 64, a binary search above
@@ -25,6 +25,22 @@ def test_categorical_rows_draw_each_row_of_the_table(n):
     p = np.asarray(jax.nn.softmax(logits[1]), np.float64)[5:]
     counts = np.bincount(draws - 5, minlength=n - 5)
     assert stats.chisquare(counts, 60_000 * p / p.sum()).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("n", [1, 16, SHORT_ROW, SHORT_ROW + 1, 100])
+def test_categorical_is_the_inverse_cdf_of_a_left_to_right_running_sum(n):
+    """Short rows: the running sum is float32 addition left to right, bit for bit; every row length: each draw is
+    the number of cumulative probabilities <= its uniform (``searchsorted(..., side="right")``)."""
+    logits = jax.random.normal(jax.random.key(0), (5, n)) * 4
+    p = jax.nn.softmax(logits, -1)
+    want = np.asarray(p).copy()
+    for i in range(1, n):
+        want[:, i] = want[:, i - 1] + want[:, i]
+    np.testing.assert_array_equal(jax.jit(_running_sum)(p), want)
+    cdf = np.asarray(jax.jit(_running_sum if n <= SHORT_ROW else lambda p: jnp.cumsum(p, -1))(p))
+    u = np.asarray(uniform(jax.random.key(1), (5, 300))) * cdf[:, -1:]
+    draws = np.stack([np.searchsorted(c, v, side="right") for c, v in zip(cdf, u, strict=True)])
+    np.testing.assert_array_equal(jax.jit(lambda x: categorical(jax.random.key(1), x, 300))(logits), draws)
 
 
 def test_uniform_is_a_pure_uniform_draw():
@@ -75,6 +91,19 @@ def test_jit_top_level_nested_and_as_decorator():
     fast = jit(static_argnames="n", fast_compile=True)(f)
     np.testing.assert_allclose(fast(x, n=3), plain(x, n=3), rtol=1e-6)
     assert ours.__name__ == "f"
+
+
+def test_cpu_options_keep_xla_own_loops_unless_library_fusions_are_asked_for():
+    """Tabular programs get OWN_LOOPS where XLA has the option; ``library_fusions`` (the transformer's) keeps XLA's
+    default; an option this XLA lacks is detected, not passed on to fail at compile time."""
+    own = _compile._supported(tuple(_compile.OWN_LOOPS.items()))
+    assert _compile.cpu_options() == _compile.CPU_OPTIONS | (_compile.OWN_LOOPS if own else {})
+    assert _compile.cpu_options(library_fusions=True) == _compile.CPU_OPTIONS
+    assert _compile.cpu_options(fast_compile=True, library_fusions=True) == _compile.FAST_OPTIONS
+    assert not _compile._supported((("xla_no_such_option_anywhere", True),))
+    x = jnp.linspace(0, 1, 7)
+    f = lambda x: jnp.exp(x).sum()  # noqa: E731
+    np.testing.assert_allclose(jit(f, library_fusions=True)(x), jax.jit(f)(x), rtol=1e-6)
 
 
 def test_fold_in_is_jax_fold_in_bit_for_bit():

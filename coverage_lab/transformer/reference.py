@@ -109,7 +109,7 @@ def _train(key, size: S.Size):
     return params, metrics["loss"]
 
 
-_TRAIN = {fast: jit(_train, fast_compile=fast, static_argnames="size") for fast in (False, True)}
+_TRAIN = {fast: jit(_train, fast_compile=fast, library_fusions=True, static_argnames="size") for fast in (False, True)}
 
 
 def train_reference(size: str | S.Size, key=None):

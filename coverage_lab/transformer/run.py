@@ -281,7 +281,7 @@ _TRAIN_STATIC = (
     "log_every", "eval_samples", "label_temperature",
 )  # fmt: skip
 _PREPARE, _TRAIN, _EVALUATE = (
-    {fast: jit(fn, fast_compile=fast, static_argnames=names) for fast in (False, True)}
+    {fast: jit(fn, fast_compile=fast, library_fusions=True, static_argnames=names) for fast in (False, True)}
     for fn, names in ((_prepare, _PREPARE_STATIC), (_train, _TRAIN_STATIC), (_evaluate, ("size", "n_samples")))
 )
 

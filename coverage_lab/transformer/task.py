@@ -208,7 +208,7 @@ def sample_iid(key, token_logp_XxV, x_B, length: int):
     return jax.random.categorical(key, logits[:, None, :], shape=(x_B.shape[0], length)).astype(jnp.int32)
 
 
-_sample_iid_jit = jit(sample_iid, static_argnums=3)
+_sample_iid_jit = jit(sample_iid, library_fusions=True, static_argnums=3)
 
 
 def sample_corpus(key, task: Task, per_prompt: int):
@@ -263,7 +263,7 @@ def _sample_pairs(key, task, n, mu_logp_XxV, temperature=1.0, deterministic=Fals
     return Batch(x, y_w, y_l, w, mu_w, mu_l, x, w)
 
 
-_sample_pairs_jit = jit(_sample_pairs, static_argnums=(1, 2, 4, 5))
+_sample_pairs_jit = jit(_sample_pairs, library_fusions=True, static_argnums=(1, 2, 4, 5))
 
 
 def responses(task: Task) -> np.ndarray:
