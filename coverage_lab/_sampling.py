@@ -85,13 +85,16 @@ def uniform(key, shape):
     return jnp.maximum(one - 1.0, 0.0)
 
 
-SHORT_ROW = 64  # rows up to this long: an unrolled running sum and a comparison against every entry
+SHORT_ROW = 64  # rows up to this long: a comparison against every entry; longer: a binary search
+UNROLLED_SUM = 16  # rows up to this long: the cumulative sum written out (:func:`_running_sum`)
 
 
 def _running_sum(p_RxY):
     """``cumsum`` along the last axis as a written-out running sum, left to right: one elementwise kernel. XLA's
     CPU ``cumsum`` is a ``reduce-window``, which for the 64-seed vmapped HyPO step's 64x4x16 table took 16-24 us
-    of the step's ~290 (measured 2026-11-29)."""
+    of the step's ~290 (measured 2026-11-29). Up to 17 entries that ``reduce-window`` adds in the same order (the
+    same sums, bit for bit; above, it does not). Written out, the compile time grows with the row: at 50 entries
+    it added about 1 s to each of the reverse_kl experiment's two training programs, hence :data:`UNROLLED_SUM`."""
     out = [p_RxY[..., 0]]
     for i in range(1, p_RxY.shape[-1]):
         out.append(out[-1] + p_RxY[..., i])
@@ -108,7 +111,7 @@ def categorical(key, logits_RxY, k: int, rows=None):
     of a 4-row table per step; measured, a 64-seed vmapped HyPO step went from about 690 to 540 us)."""
     p = jnp.exp(logits_RxY - jax.nn.logsumexp(logits_RxY, -1, keepdims=True))
     short = p.shape[-1] <= SHORT_ROW
-    cdf = _running_sum(p) if short else jnp.cumsum(p, -1)
+    cdf = _running_sum(p) if p.shape[-1] <= UNROLLED_SUM else jnp.cumsum(p, -1)
     if rows is not None:
         cdf = cdf[rows]
     u = uniform(key, (cdf.shape[0], k)) * cdf[:, -1:]

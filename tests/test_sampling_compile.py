@@ -7,7 +7,16 @@ import pytest
 from scipy import stats
 
 from coverage_lab import _compile, jit
-from coverage_lab._sampling import SHORT_ROW, _is_threefry, _running_sum, bits, categorical, fold_in, uniform
+from coverage_lab._sampling import (
+    SHORT_ROW,
+    UNROLLED_SUM,
+    _is_threefry,
+    _running_sum,
+    bits,
+    categorical,
+    fold_in,
+    uniform,
+)
 
 
 @pytest.mark.parametrize("n", [16, 100])  # a comparison against every entry below 64, a binary search above
@@ -27,9 +36,9 @@ def test_categorical_rows_draw_each_row_of_the_table(n):
     assert stats.chisquare(counts, 60_000 * p / p.sum()).pvalue > 1e-4
 
 
-@pytest.mark.parametrize("n", [1, 16, SHORT_ROW, SHORT_ROW + 1, 100])
+@pytest.mark.parametrize("n", [1, UNROLLED_SUM, UNROLLED_SUM + 1, 40, SHORT_ROW, SHORT_ROW + 1, 100])
 def test_categorical_is_the_inverse_cdf_of_a_left_to_right_running_sum(n):
-    """Short rows: the running sum is float32 addition left to right, bit for bit; every row length: each draw is
+    """The written-out running sum is float32 addition left to right, bit for bit; every row length: each draw is
     the number of cumulative probabilities <= its uniform (``searchsorted(..., side="right")``)."""
     logits = jax.random.normal(jax.random.key(0), (5, n)) * 4
     p = jax.nn.softmax(logits, -1)
@@ -37,7 +46,7 @@ def test_categorical_is_the_inverse_cdf_of_a_left_to_right_running_sum(n):
     for i in range(1, n):
         want[:, i] = want[:, i - 1] + want[:, i]
     np.testing.assert_array_equal(jax.jit(_running_sum)(p), want)
-    cdf = np.asarray(jax.jit(_running_sum if n <= SHORT_ROW else lambda p: jnp.cumsum(p, -1))(p))
+    cdf = np.asarray(jax.jit(_running_sum if n <= UNROLLED_SUM else lambda p: jnp.cumsum(p, -1))(p))
     u = np.asarray(uniform(jax.random.key(1), (5, 300))) * cdf[:, -1:]
     draws = np.stack([np.searchsorted(c, v, side="right") for c, v in zip(cdf, u, strict=True)])
     np.testing.assert_array_equal(jax.jit(lambda x: categorical(jax.random.key(1), x, 300))(logits), draws)
