@@ -10,7 +10,7 @@ about half the compile time, about 3x the run time; for the toy sizes the tests 
 XLA's CPU backend also hands fused subgraphs (elementwise chains, reductions, products) to YNNPACK. On the
 tabular programs' arrays (tens to thousands of entries) each such call costs more than its work: with
 :data:`OWN_LOOPS` (YNNPACK for single matrix products only, XLA's own loops for the rest) the benchmark's 64-seed
-vmapped HyPO step took 200-225 us instead of 265-290 (measured 2026-11-29). The transformer's activations are large
+vmapped HyPO step took 200-245 us instead of 265-290 (measured 2026-11-29). The transformer's activations are large
 enough for YNNPACK to win (its HyPO program ran 7.9 s instead of 8.2 and compiled in 6.9 s instead of 8.4), so
 its programs ask for ``library_fusions``. Where the installed XLA lacks the option, it is left out.
 """
