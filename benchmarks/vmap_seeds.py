@@ -3,8 +3,8 @@
 (a) **step**: one optimizer step of :func:`coverage_lab.train.fit` (objective, gradient, optax update, the
     algorithm's projection), jitted for one seed and called ``S x steps`` times from Python, against the same
     step vmapped over the seeds and called ``steps`` times. The step is rebuilt here from the library's pieces
-    exactly as ``fit`` builds it (``fit`` keeps it inside its ``lax.scan``) and compiled with the library's
-    options (``coverage_lab._compile.jit``); it is checked to reach the same parameters in both readings.
+    exactly as ``fit`` builds it (``fit`` keeps it inside its ``lax.scan``) and compiled with the library's CPU
+    options (``coverage_lab._compile.cpu_options``); it is checked to reach the same parameters in both readings.
 (b) **run**: whole compiled runs, ``coverage_lab.run(..., seeds=[s])`` called for each ``s`` against one
     ``coverage_lab.run(..., seeds=S)``.
 (c) **breakdown** of the vmapped run's time: its training steps alone, the minibatch permutations and the pair
@@ -27,7 +27,7 @@ import coverage_lab as cl
 from coverage_lab import algorithms as A
 from coverage_lab import bandits, coverage
 from coverage_lab import data as D
-from coverage_lab._compile import jit
+from coverage_lab._compile import cpu_options, jit
 from coverage_lab._sampling import fold_in
 from coverage_lab.policies import default_policy
 from coverage_lab.simulation import default_optimizer
@@ -116,8 +116,11 @@ def measure_step(problem: Problem, n_seeds: int, steps: int, optimizer=None) -> 
     compare them with plain SGD (``tests/test_benchmarks.py`` does)."""
     s = fit_step(problem, steps, optimizer)
     carries, inputs = jit(jax.vmap(s.setup))(_keys(n_seeds))
-    one = jit(s.step)
-    many = jit(jax.vmap(s.step, in_axes=(0, 0, None)))
+    # jax.jit with the library's CPU options: the library's jit wrapper checks its arguments for tracers on every
+    # call (about 8 us), which the loop would pay 64 times a step and fit, stepping inside one lax.scan, never does
+    options = cpu_options() if jax.default_backend() == "cpu" else None
+    one = jax.jit(s.step, compiler_options=options)
+    many = jax.jit(jax.vmap(s.step, in_axes=(0, 0, None)), compiler_options=options)
     per_seed = [jax.tree.map(lambda a, i=i: a[i], (carries, inputs)) for i in range(n_seeds)]
     ts = list(jnp.arange(steps, dtype=jnp.int32))
 

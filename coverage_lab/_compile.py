@@ -78,7 +78,8 @@ class _Jit:
 
 def jit(fun=None, *, fast_compile: bool = False, library_fusions: bool = False, **kwargs):
     """``jax.jit(fun, **kwargs)`` with :func:`cpu_options` on the CPU (:data:`FAST_OPTIONS` elsewhere with
-    ``fast_compile``); usable as a decorator, bare or with keyword arguments."""
+    ``fast_compile``); usable as a decorator, bare or with keyword arguments. ``library_fusions``: keep XLA's
+    YNNPACK fusions on the CPU (for programs on large arrays, the transformer's; see the module docstring)."""
     if fun is None:
         return functools.partial(jit, fast_compile=fast_compile, library_fusions=library_fusions, **kwargs)
     return _Jit(fun, bool(fast_compile), bool(library_fusions), kwargs)

@@ -2,8 +2,8 @@
 
 ``jax.random.categorical`` draws one Gumbel per category; for the small tables here the random bits dominate
 (measured: 72 ms of a 64-seed sampled run at Y = 16 for the pairs, and 7-9 s of compile time for a 4-D
-categorical in the metrics). A cumulative sum and a search in it for the uniform (a count of the entries below it
-for short rows, a binary search for long ones) draw the same distribution.
+categorical in the metrics). A cumulative sum and a search in it for the uniform (a count of the entries at or below
+it for short rows, a binary search for long ones) draw the same distribution.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def categorical(key, logits_RxY, k: int, rows=None):
         cdf = cdf[rows]
     u = uniform(key, (cdf.shape[0], k)) * cdf[:, -1:]
     if short:  # count the entries <= u: searchsorted(side="right") without its total float order (the sums are
-        # finite and >= +0), which in the 64-seed vmapped HyPO step took 42-52 us instead of 15-29
+        # finite and >= +0), which in the 64-seed vmapped HyPO step took 42-52 us instead of 15-29. A row with no
+        # finite logit (NaN sums) draws 0 here and its last index there: meaningless either way.
         y = jnp.sum(cdf[:, None, :] <= u[:, :, None], -1, dtype=jnp.int32)
     else:  # a binary search
         y = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right", method="scan"))(cdf, u)
