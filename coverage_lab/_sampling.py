@@ -110,15 +110,16 @@ def categorical(key, logits_RxY, k: int, rows=None):
     and summed once however many draws index it (the sampled objectives draw for every pair's prompt: 32 rows
     of a 4-row table per step; measured, a 64-seed vmapped HyPO step went from about 690 to 540 us)."""
     p = jnp.exp(logits_RxY - jax.nn.logsumexp(logits_RxY, -1, keepdims=True))
-    short = p.shape[-1] <= SHORT_ROW
-    cdf = _running_sum(p) if p.shape[-1] <= UNROLLED_SUM else jnp.cumsum(p, -1)
+    n = p.shape[-1]
+    cdf = _running_sum(p) if n <= UNROLLED_SUM else jnp.cumsum(p, -1)
     if rows is not None:
         cdf = cdf[rows]
     u = uniform(key, (cdf.shape[0], k)) * cdf[:, -1:]
-    if short:  # count the entries <= u: searchsorted(side="right") without its total float order (the sums are
-        # finite and >= +0), which in the 64-seed vmapped HyPO step took 42-52 us instead of 15-29. A row with no
-        # finite logit (NaN sums) draws 0 here and its last index there: meaningless either way.
+    if n <= SHORT_ROW:
+        # count the entries <= u: searchsorted(side="right") without its total float order (the sums are finite
+        # and >= +0), which in the 64-seed vmapped HyPO step took 42-52 us instead of 15-29. A row with no finite
+        # logit (NaN sums) draws 0 here and its last index there: meaningless either way.
         y = jnp.sum(cdf[:, None, :] <= u[:, :, None], -1, dtype=jnp.int32)
     else:  # a binary search
         y = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right", method="scan"))(cdf, u)
-    return jnp.minimum(y, logits_RxY.shape[-1] - 1).astype(jnp.int32)  # guards round-off at the top
+    return jnp.minimum(y, n - 1).astype(jnp.int32)  # guards round-off at the top
