@@ -139,11 +139,14 @@ def simulate_many(
     keys = jnp.stack([jax.random.fold_in(key, s) for s in seed_ids])
     use_rm = rm_eval or any(a.reward_model for a in algorithms)
     batch = min(opt["batch_size"], opt["n_pairs"])
-    common = dict(size=size, n_pairs=opt["n_pairs"], batch_size=batch, learning_rate=lr)
     data, rm_params = _PREPARE[fast](
         keys,
         mu_logp,
-        **common,
+        task=size.task,
+        rm_config=size.reward_model,
+        n_pairs=opt["n_pairs"],
+        batch_size=batch,
+        learning_rate=lr,
         label_temperature=float(label_temperature),
         reward_steps=opt["reward_steps"],
         use_rm=use_rm,
@@ -190,15 +193,19 @@ def _seed_keys(key) -> dict:
     return dict(zip(("data", "rm", "fit", "eval"), jax.random.split(key, 4), strict=True))
 
 
-def _prepare_one(key, mu_logp, *, size, n_pairs, batch_size, learning_rate, label_temperature, reward_steps, use_rm):
-    task = T.make_task(size.task)
+def _prepare_one(key, mu_logp, *, task, rm_config, n_pairs, batch_size, learning_rate, label_temperature, **rm):
+    """Its static arguments are what the data and the reward model depend on, not the policy's size, so the model
+    sizes of one task (``small`` and ``medium``) share this program: compiled once per process."""
+    task = T.make_task(task)
     keys = _seed_keys(key)
     data = T._sample_pairs(keys["data"], task, n_pairs, mu_logp, label_temperature)
-    if not use_rm:
+    if not rm["use_rm"]:
         return data, None
-    rm = reward_model(task, size.reward_model, task.config.r_max)
+    model = reward_model(task, rm_config, task.config.r_max)
     opt = _optimizer(learning_rate)
-    return data, fit_reward_model(rm, data, keys["rm"], steps=reward_steps, optimizer=opt, batch_size=batch_size)
+    return data, fit_reward_model(
+        model, data, keys["rm"], steps=rm["reward_steps"], optimizer=opt, batch_size=batch_size
+    )
 
 
 def _train_one(key, ref_params, data, rm_params, mu_logp, hp, *, size, algorithm, exact, normalize, snapshot, **o):
@@ -275,7 +282,9 @@ def _evaluate(keys, ref_params, snapshots, data, rm_params, mu_logp, **static):
     return jax.vmap(run, in_axes=(0, None, 0, 0, 0, None))(keys, ref_params, snapshots, data, rm_params, mu_logp)
 
 
-_PREPARE_STATIC = ("size", "n_pairs", "batch_size", "learning_rate", "label_temperature", "reward_steps", "use_rm")
+_PREPARE_STATIC = (
+    "task", "rm_config", "n_pairs", "batch_size", "learning_rate", "label_temperature", "reward_steps", "use_rm",
+)  # fmt: skip
 _TRAIN_STATIC = (
     "size", "algorithm", "exact", "normalize", "snapshot", "batch_size", "learning_rate", "steps",
     "log_every", "eval_samples", "label_temperature",
