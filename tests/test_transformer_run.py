@@ -66,16 +66,19 @@ def test_one_pass_scoring_and_the_precomputed_reference_match_one_call_per_batch
     apart = policy._replace(one_pass=False)
     assert policy.one_pass
     pairs = ((data.x_B, data.y_w_B), (data.x_B, data.y_l_B))
-    for got, want in zip(A.joint_log_probs(policy, pi, *pairs), A.joint_log_probs(apart, pi, *pairs), strict=True):
+    # compiled, each side as one program (op by op, the transformer's ops took a minute of this suite)
+    joint = {pol: jax.jit(lambda p, pol=pol: A.joint_log_probs(pol, p, *pairs))(pi) for pol in (policy, apart)}
+    for got, want in zip(joint[policy], joint[apart], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5)
     ctx = A.Context(policy, ref, False)
     filled = A.with_reference(ctx, data, 5)  # 32 pairs: six chunks and a padded seventh
-    np.testing.assert_allclose(filled.ref_w_B, policy.log_probs(ref, data.x_B, data.y_w_B), rtol=1e-5)
-    np.testing.assert_allclose(filled.ref_l_B, policy.log_probs(ref, data.x_B, data.y_l_B), rtol=1e-5)
+    log_probs = jax.jit(policy.log_probs)
+    np.testing.assert_allclose(filled.ref_w_B, log_probs(ref, data.x_B, data.y_w_B), rtol=1e-5)
+    np.testing.assert_allclose(filled.ref_l_B, log_probs(ref, data.x_B, data.y_l_B), rtol=1e-5)
     for algorithm in (A.dpo(0.1), A.hypo(0.1, lam=0.5, k=3)):
         hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
-        one = algorithm.make(algorithm, ctx, hp)(pi, filled, jax.random.key(4))
-        each = algorithm.make(algorithm, ctx._replace(policy=apart), hp)(pi, data, jax.random.key(4))
+        one = jax.jit(algorithm.make(algorithm, ctx, hp))(pi, filled, jax.random.key(4))
+        each = jax.jit(algorithm.make(algorithm, ctx._replace(policy=apart), hp))(pi, data, jax.random.key(4))
         for name in one[1]:
             np.testing.assert_allclose(one[1][name], each[1][name], rtol=1e-5)
 
