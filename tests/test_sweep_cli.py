@@ -150,7 +150,10 @@ def test_reproduce_in_two_processes_writes_the_same_csvs(tmp_path, monkeypatch):
 
 
 _COUNT_CACHE_HITS = """
-import sys, jax
+import os, sys
+if os.environ.get("ONE_CPU"):  # held to one CPU before XLA starts its threads (it sizes them by this mask)
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+import jax
 from coverage_lab import cli
 hits = []
 jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
@@ -169,13 +172,12 @@ def test_reproduce_loads_what_an_earlier_run_compiled_and_computes_the_same(tmp_
     }
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
 
-    def run(out, *flags, cpus=None):
+    def run(out, *flags, one_cpu=False):
         done = subprocess.run(
             [sys.executable, "-c", _COUNT_CACHE_HITS, str(tmp_path / out), *flags],
-            env=env,
+            env={**env, "ONE_CPU": "1"} if one_cpu else env,
             capture_output=True,
             text=True,
-            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
         )
         assert done.returncode == 0, done.stderr
         return int(done.stdout.split("hits")[-1])
@@ -189,7 +191,7 @@ def test_reproduce_loads_what_an_earlier_run_compiled_and_computes_the_same(tmp_
     loaded = pd.read_csv(tmp_path / "second" / "timings.csv").set_index("experiment")["loaded"]
     assert loaded["kl_estimators"] == second  # the timings say the run loaded programs
     env |= {"COVERAGE_LAB_CACHE": str(tmp_path / "other"), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "env")}
-    one_cpu = {min(os.sched_getaffinity(0))} if hasattr(os, "sched_setaffinity") else None  # Linux
-    assert run("third", "--no-compile-cache", cpus=one_cpu) == 0  # off, even where the environment names a folder
+    one_cpu = hasattr(os, "sched_setaffinity")  # Linux
+    assert run("third", "--no-compile-cache", one_cpu=one_cpu) == 0  # off, even where the environment names a folder
     assert not (tmp_path / "other" / "xla").exists() and not (tmp_path / "env").exists()
     assert (tmp_path / "third" / csv).read_bytes() == (tmp_path / "first" / csv).read_bytes()
