@@ -193,18 +193,19 @@ def _seed_keys(key) -> dict:
     return dict(zip(("data", "rm", "fit", "eval"), jax.random.split(key, 4), strict=True))
 
 
-def _prepare_one(key, mu_logp, *, task, rm_config, n_pairs, batch_size, learning_rate, label_temperature, **fit):
+def _prepare_one(
+    key, mu_logp, *, task, rm_config, n_pairs, batch_size, learning_rate, label_temperature, reward_steps, use_rm
+):
     """Its static arguments are what the data and the reward model depend on, not the policy's size, so the model
-    sizes of one task (``small`` and ``medium``) share this program: traced and compiled once per process.
-    ``fit``: ``reward_steps`` and ``use_rm`` (whether to fit the reward model at all)."""
+    sizes of one task (``small`` and ``medium``) share this program: traced and compiled once per process."""
     task = T.make_task(task)
     keys = _seed_keys(key)
     data = T._sample_pairs(keys["data"], task, n_pairs, mu_logp, label_temperature)
-    if not fit["use_rm"]:
+    if not use_rm:
         return data, None
     rm = reward_model(task, rm_config, task.config.r_max)
     opt = _optimizer(learning_rate)
-    return data, fit_reward_model(rm, data, keys["rm"], steps=fit["reward_steps"], optimizer=opt, batch_size=batch_size)
+    return data, fit_reward_model(rm, data, keys["rm"], steps=reward_steps, optimizer=opt, batch_size=batch_size)
 
 
 def _train_one(key, ref_params, data, rm_params, mu_logp, hp, *, size, algorithm, exact, normalize, snapshot, **o):
