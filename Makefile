@@ -21,7 +21,7 @@ smoke: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
