@@ -139,13 +139,22 @@ def _reference(ctx: Context, x_B, y_w_B, y_l_B) -> list:
     return [sg(r) for r in joint_log_probs(ctx.policy, ctx.ref_params, (x_B, y_w_B), (x_B, y_l_B))]
 
 
+def _contrastive(ctx: Context, logps) -> tuple:
+    """The pair log-probabilities DPO's and IPO's ``d`` is built from: times ``policy.pair_scale``."""
+    scale = ctx.policy.pair_scale
+    return tuple(logps) if scale == 1.0 else tuple(scale * lp for lp in logps)
+
+
 def pair_logps(ctx: Context, params, x_B, y_w_B, y_l_B):
-    """``(logp_w, logp_l, ref_logp_w, ref_logp_l)`` for a batch of pairs; reference terms are constants."""
-    return (*joint_log_probs(ctx.policy, params, (x_B, y_w_B), (x_B, y_l_B)), *_reference(ctx, x_B, y_w_B, y_l_B))
+    """``(logp_w, logp_l, ref_logp_w, ref_logp_l)`` for a batch of pairs, as DPO and IPO read them (times
+    ``policy.pair_scale``); reference terms are constants."""
+    logps = (*joint_log_probs(ctx.policy, params, (x_B, y_w_B), (x_B, y_l_B)), *_reference(ctx, x_B, y_w_B, y_l_B))
+    return _contrastive(ctx, logps)
 
 
 def batch_reference(ctx: Context, batch: Batch):
-    """``(ref_logp_w, ref_logp_l)`` of the batch's pairs: those it carries (:func:`with_reference`), else computed."""
+    """``(ref_logp_w, ref_logp_l)`` of the batch's pairs (unscaled): those it carries (:func:`with_reference`),
+    else computed."""
     if batch.ref_w_B is not None:
         return batch.ref_w_B, batch.ref_l_B
     return tuple(_reference(ctx, batch.x_B, batch.y_w_B, batch.y_l_B))
@@ -154,7 +163,7 @@ def batch_reference(ctx: Context, batch: Batch):
 def batch_pair_logps(ctx: Context, params, batch: Batch):
     """:func:`pair_logps` of the batch's pairs, the reference terms from :func:`batch_reference`."""
     pairs = ((batch.x_B, batch.y_w_B), (batch.x_B, batch.y_l_B))
-    return (*joint_log_probs(ctx.policy, params, *pairs), *batch_reference(ctx, batch))
+    return _contrastive(ctx, (*joint_log_probs(ctx.policy, params, *pairs), *batch_reference(ctx, batch)))
 
 
 def with_reference(ctx: Context, data: Batch, batch_size: int | None = None) -> Batch:
@@ -334,7 +343,7 @@ def _make_hypo(alg: Algorithm, ctx: Context, hp):
         x, y = _draw(ctx, params, batch, key, alg.k)
         pairs = ((batch.x_B, batch.y_w_B), (batch.x_B, batch.y_l_B))
         lp_w, lp_l, lp = joint_log_probs(ctx.policy, params, *pairs, (x, y))
-        logps = (lp_w, lp_l, *batch_reference(ctx, batch))
+        logps = _contrastive(ctx, (lp_w, lp_l, *batch_reference(ctx, batch)))
         return logps, _sampled_surrogate(ctx, batch, x, y, lp, alg.k, _kl_cost)
 
     def objective(params, batch: Batch, key):
@@ -391,7 +400,7 @@ def _make_online_dpo(alg: Algorithm, ctx: Context, hp):
         if ctx.exact:  # every ordered (a, b) weighted by sg(pi(a) pi(b)), labels in expectation
             logp_PxY = ctx.policy.table(params)[x_P]
             ref_PxY = sg(ctx.policy.table(ctx.ref_params)[x_P])
-            d_PxY = jnp.where(jnp.isfinite(logp_PxY), logp_PxY - ref_PxY, 0.0)
+            d_PxY = jnp.where(jnp.isfinite(logp_PxY), ctx.policy.pair_scale * (logp_PxY - ref_PxY), 0.0)
             p_PxY = sg(jnp.exp(logp_PxY))
             n = p_PxY.shape[-1]
             a, b = jnp.meshgrid(jnp.arange(n), jnp.arange(n), indexing="ij")

@@ -32,13 +32,17 @@ class Policy(NamedTuple):
     """``init(key) -> params``; ``log_probs(params, x_B, y_B) -> logp_B``;
     ``sample(params, key, x_B, k) -> y_BxK``; ``table(params) -> logp_XxY`` or None if not enumerable;
     ``one_pass``: the objectives score several batches of responses in one call of ``log_probs`` (a sequence
-    model: one forward pass instead of several; ``algorithms.joint_log_probs``)."""
+    model: one forward pass instead of several; ``algorithms.joint_log_probs``);
+    ``pair_scale``: DPO's and IPO's ``d`` is ``pair_scale * (log_probs - ref log_probs)`` (``1 / L``: the
+    length-normalised ``d`` of responses of length ``L``); sampling, KL and score-function terms always use
+    ``log_probs`` itself, the log-probability of the whole response."""
 
     init: Callable[[jax.Array], Params]
     log_probs: Callable[[Params, jax.Array, jax.Array], jax.Array]
     sample: Callable[[Params, jax.Array, jax.Array, int], jax.Array]
     table: Callable[[Params], jax.Array] | None = None
     one_pass: bool = False
+    pair_scale: float = 1.0
 
 
 class RewardModel(NamedTuple):

@@ -50,7 +50,7 @@ def bandit_twin(policy, pi, ref, data):
         return jnp.stack(A.joint_log_probs(policy, params, (data.x_B, data.y_w_B), (data.x_B, data.y_l_B)), 1)
 
     tables = {"pi": table_of(pi), "ref": table_of(ref)}
-    twin = policies.from_table(lambda key: tables["pi"], lambda t: t)
+    twin = policies.from_table(lambda key: tables["pi"], lambda t: t)._replace(pair_scale=policy.pair_scale)
     b = data.size
     idx = jnp.arange(b, dtype=jnp.int32)
     zeros, ones = jnp.zeros(b, jnp.int32), jnp.ones(b, jnp.int32)
@@ -100,11 +100,40 @@ def test_same_log_probs_give_identical_losses_through_both_paths(setup, algorith
     bandit = algorithm.make(algorithm, A.Context(twin, tables["ref"], False), hp)(tables["pi"], batch, None)[0]
     assert len(called) == 2  # the shared loss function, once per path
     assert float(transformer) == float(bandit)
-    if normalize:  # length-normalised: d is the per-token mean of the summed log-ratio
-        summed = P.sequence_policy(TASK, TOY.model)
-        np.testing.assert_allclose(
-            policy.log_probs(pi, data.x_B, data.y_w_B), summed.log_probs(pi, data.x_B, data.y_w_B) / 3, rtol=1e-6
-        )
+    # by hand: d from the sequence log-probabilities, per token (over the length 3) when length-normalised
+    length = 3 if normalize else 1
+    logps = [lp / length for lp in (*tables["pi"].T, *tables["ref"].T)]
+    expected = jnp.sum(data.weight_B * shared(*logps, *hp.values()))
+    np.testing.assert_allclose(float(transformer), float(expected), rtol=1e-5)
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["sampled", "exact"])
+def test_length_normalised_hypo_is_summed_hypo_at_beta_over_length(setup, exact):
+    """Length normalisation touches only DPO's ``d``: HyPO with ``normalize`` at ``beta`` has the value and the
+    gradient of summed HyPO at ``beta / L``, and both carry the sequence-level reverse KL (exact: the enumerated
+    KL of the policies' distributions over whole responses)."""
+    pi, ref, data = setup
+    prompts = jnp.arange(4, dtype=jnp.int32)
+    batch = data._replace(prompt_x_P=prompts, prompt_w_P=jnp.full(4, 0.25, jnp.float32))
+    key = jax.random.key(7)
+
+    def value_and_grad(normalize, beta):
+        policy = P.sequence_policy(TASK, TOY.model, normalize=normalize)
+        algorithm = A.hypo(beta, lam=0.2, k=4)
+        hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
+        objective = algorithm.make(algorithm, A.Context(policy, ref, exact), hp)
+        return jax.jit(jax.value_and_grad(objective, has_aux=True))(pi, batch, key)
+
+    (n_val, n_metrics), n_grad = value_and_grad(True, 0.3)
+    (s_val, s_metrics), s_grad = value_and_grad(False, 0.1)
+    np.testing.assert_allclose(n_val, s_val, rtol=1e-5)
+    np.testing.assert_allclose(n_metrics["kl_penalty"], s_metrics["kl_penalty"], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(n_grad), jax.tree.leaves(s_grad), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    if exact:
+        table = jax.jit(P.sequence_policy(TASK, TOY.model, normalize=True).table)
+        np.testing.assert_allclose(np.exp(np.asarray(table(pi), np.float64)).sum(1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(n_metrics["kl_penalty"], E.exact_kl(table(pi), table(ref)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["hypo", "rlhf"])

@@ -112,14 +112,17 @@ def test_masked_sequence_logp_hand_computed():
         P.masked_sequence_logp(lp, mask[:, :2])
 
 
-def test_normalized_log_probs_are_per_token_means(two_policies):
+def test_length_normalisation_scales_only_the_pair_terms(two_policies):
+    """``normalize`` sets DPO's ``pair_scale`` to 1/L; ``log_probs`` stays the sum over the response's tokens (the
+    sequence's log-probability, which sampling, KL and RLOO need)."""
     pi, _ = two_policies
     summed = P.sequence_policy(TASK, TOY.model)
     mean = P.sequence_policy(TASK, TOY.model, normalize=True)
+    assert (summed.pair_scale, mean.pair_scale) == (1.0, 1.0 / 3)
     x, y = jnp.array([0, 3], jnp.int32), jnp.array([[0, 1, 2], [5, 4, 3]], jnp.int32)
-    np.testing.assert_allclose(mean.log_probs(pi, x, y), summed.log_probs(pi, x, y) / 3, rtol=1e-6)
     tok = P.response_token_logp(pi, TASK, TOY.model, x, y)
-    np.testing.assert_allclose(summed.log_probs(pi, x, y), tok.sum(1), rtol=1e-6)
+    for policy in (summed, mean):
+        np.testing.assert_allclose(policy.log_probs(pi, x, y), tok.sum(1), rtol=1e-6)
 
 
 def test_probabilities_over_all_responses_sum_to_one(policy, two_policies):

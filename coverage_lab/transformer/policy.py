@@ -5,8 +5,10 @@ policies: ``x`` is a prompt index into the task's fixed prompts, ``y`` a respons
 
 - ``log_probs(params, x_B, y_BxL) -> logp_B``: the sequence log-probability, a masked sum over the response
   positions of the token log-probabilities ``log pi(y_t | x, y_<t)`` (softmax over the response vocabulary).
-  With ``normalize=True`` it is the masked mean instead (length-normalised ``d`` for IPO/DPO; every
-  log-probability the algorithm sees is then per token, KL terms included).
+  With ``normalize=True`` DPO's and IPO's ``d`` is length-normalised (``pair_scale = 1 / L``: the task's
+  responses all have length ``L``, so the masked mean is the sum over ``L``); samples, KL terms and RLOO's
+  score function keep the log-probability of the whole sequence, so their expectations stay ones over
+  sequences.
 - ``sample(params, key, x_B, k) -> (B, k, L)`` at temperature 1 (the policy's own distribution).
 - ``table(params) -> logp_XxY`` over :func:`task.responses` when the task is enumerable, else ``None``.
 - ``one_pass``: the objectives score several batches of responses (a pair's two, HyPO's samples) in one call, one
@@ -80,14 +82,15 @@ def sequence_policy(task: T.Task, config: M.Config, *, ref_params=None, normaliz
 
     def log_probs(params, x_B, y_BxL):
         token_logp = response_token_logp(params, task, config, x_B, y_BxL)
-        return masked_sequence_logp(token_logp, jnp.ones_like(token_logp), mean=normalize)
+        return masked_sequence_logp(token_logp, jnp.ones_like(token_logp))
 
     def sample(params, key, x_B, k):
         x = jnp.repeat(x_B, k, axis=0)
         y = M.sample(params, key, prompts[x], config, length=length)
         return y.reshape(x_B.shape[0], k, length)
 
-    return Policy(init, log_probs, sample, _enumerated(task, log_probs), one_pass=True)
+    scale = 1.0 / length if normalize else 1.0
+    return Policy(init, log_probs, sample, _enumerated(task, log_probs), one_pass=True, pair_scale=scale)
 
 
 def reward_model(task: T.Task, config: M.Config, r_max) -> RewardModel:

@@ -101,8 +101,8 @@ def simulate_many(
         reward_steps, log_every, eval_samples (per prompt): the run's sizes.
       label_temperature: Bradley–Terry temperature of the gold-reward labels.
       exact: enumerate on-policy expectations (``policy.table``) instead of sampling (enumerable sizes only).
-      normalize: length-normalised sequence log-probabilities in the objective (per-token mean ``d``; the
-        metrics always use the summed ones).
+      normalize: DPO's and IPO's ``d`` length-normalised (per token); samples, KL terms, RLOO and the metrics
+        use the log-probability of the whole sequence either way.
       rm_eval: fit the reward model even if no algorithm uses it, to report ``rm_score``.
       ref_key: key of the reference's training (default ``jax.random.key(0)``; cached on disk).
       fast_compile: compile without XLA's backend optimisations (default: the size's ``fast_compile``).
