@@ -19,9 +19,13 @@ import numpy as np
 from coverage_lab import _validate as V
 
 
-def _concrete(*xs) -> bool:
+def _concrete(**fields) -> bool:
     """True unless a field is a tracer or a pytree placeholder (``None``, JAX's sentinels, a ``vmap`` axis spec):
-    anything array-like (numpy, JAX, pandas, lists) or numeric is validated."""
+    anything array-like (numpy, JAX, pandas, lists) or numeric is validated; text or a mapping is refused."""
+    for name, x in fields.items():
+        if isinstance(x, (str, bytes, dict)):
+            raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__} {x!r}")
+    xs = fields.values()
     return all(V.is_concrete(x) and (hasattr(x, "__array__") or isinstance(x, (list, tuple, float, int))) for x in xs)
 
 
@@ -59,7 +63,7 @@ class TabularBandit:
     reward_XxY: np.ndarray
 
     def __post_init__(self):
-        if _concrete(self.rho_X, self.pi_ref_XxY, self.reward_XxY):
+        if _concrete(rho_X=self.rho_X, pi_ref_XxY=self.pi_ref_XxY, reward_XxY=self.reward_XxY):
             checked = _check_common(self.rho_X, self.pi_ref_XxY, self.reward_XxY)
             for name, a in zip(("rho_X", "pi_ref_XxY", "reward_XxY"), checked, strict=True):
                 object.__setattr__(self, name, a)
@@ -93,7 +97,8 @@ class LinearBandit:
     theta_ref_D: np.ndarray
 
     def __post_init__(self):
-        if not _concrete(self.rho_X, self.phi_XxYxD, self.theta_star_D, self.theta_ref_D):
+        fields = dict(rho_X=self.rho_X, phi_XxYxD=self.phi_XxYxD, theta_star_D=self.theta_star_D)
+        if not _concrete(**fields, theta_ref_D=self.theta_ref_D):
             return
         rho = V.prob_table("rho_X", self.rho_X)
         phi = V.array("phi_XxYxD", self.phi_XxYxD)
@@ -106,6 +111,9 @@ class LinearBandit:
         for name, t in (("theta_star_D", theta_star), ("theta_ref_D", theta_ref)):
             if t.shape != phi.shape[:-3] + phi.shape[-1:]:
                 raise ValueError(f"{name} has shape {t.shape}, expected ({phi.shape[-1]},) to match phi_XxYxD")
+            with np.errstate(over="ignore", invalid="ignore"):
+                if not np.isfinite(phi @ t).all():
+                    raise ValueError(f"phi_XxYxD @ {name} overflows float64: scale the features or {name} down")
         for name, a in (("rho_X", rho), ("phi_XxYxD", phi), ("theta_star_D", theta_star), ("theta_ref_D", theta_ref)):
             object.__setattr__(self, name, a)
 
@@ -179,7 +187,7 @@ def linear_extrapolation(covered: bool = True) -> tuple[LinearBandit, np.ndarray
     Returns:
       ``(env, mu_XxY)`` with ``mu`` uniform on ``{y1, y2}``.
     """
-    if covered:
+    if V.flag("covered", covered):
         phi = np.array([[[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]]])
         theta_star = np.array([1.0, 0.0])
     else:
@@ -264,6 +272,8 @@ def preference_table(reward_XxY, *, temperature: float = 1.0, deterministic: boo
     response always wins (``1``, ``0``, and ``1/2`` on ties). float64, shape (X, Y, Y).
     """
     r = V.array("reward_XxY", reward_XxY)
+    if r.ndim < 1:
+        raise ValueError(f"reward_XxY must have a response axis, got a scalar {r}")
     diff = r[..., :, None] - r[..., None, :]
     if V.flag("deterministic", deterministic):
         return np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))

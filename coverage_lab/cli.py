@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jax
 
+from coverage_lab import _validate as V
 from coverage_lab.sweep import run_sweep, setting_seed
 
 
@@ -35,6 +36,9 @@ def reproduce(
     from coverage_lab import plotting
 
     module = experiments.get(name)
+    smoke = V.flag("smoke", smoke)
+    if seeds is not None:
+        V.integer("seeds", seeds, minimum=1)
     settings = [dict(s) for s in (module.SMOKE if smoke else module.SETTINGS)]
     if seeds is not None:
         for s in settings:

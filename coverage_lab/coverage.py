@@ -24,7 +24,7 @@ EIG_RTOL = 1e-9  # relative tolerance on eigenvalues in feature_coverage
 
 
 def _real(name, v, *, lo=-np.inf, hi=np.inf, lo_open=False) -> float:
-    f = float(V.array(name, v, ndim=0))
+    f = V.number(name, v)
     if f < lo or f > hi or (lo_open and f == lo):
         raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {f}")
     return f
@@ -297,10 +297,13 @@ def pair_covariance(phi_XxYxD, p_XxY, rho_X, q_XxY=None) -> np.ndarray:
     q = p if q_XxY is None else _table("q_XxY", q_XxY, phi.shape[:2], unseen_ok=True)
     rho = _rho(rho_X, phi.shape[0])
     m_p, m_q = np.einsum("xy,xyd->xd", p, phi), np.einsum("xy,xyd->xd", q, phi)
-    s_p, s_q = np.einsum("xy,xyd,xye->xde", p, phi, phi), np.einsum("xy,xyd,xye->xde", q, phi, phi)
-    cross = m_p[:, :, None] * m_q[:, None, :]
-    s_x = q.sum(-1)[:, None, None] * s_p + p.sum(-1)[:, None, None] * s_q - cross - cross.transpose(0, 2, 1)
-    s = np.einsum("x,xde->de", rho, s_x)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, by name
+        s_p, s_q = np.einsum("xy,xyd,xye->xde", p, phi, phi), np.einsum("xy,xyd,xye->xde", q, phi, phi)
+        cross = m_p[:, :, None] * m_q[:, None, :]
+        s_x = q.sum(-1)[:, None, None] * s_p + p.sum(-1)[:, None, None] * s_q - cross - cross.transpose(0, 2, 1)
+        s = np.einsum("x,xde->de", rho, s_x)
+    if not np.isfinite(s).all():
+        raise ValueError("phi_XxYxD is too large: its pairwise covariance overflows float64")
     return 0.5 * (s + s.T)
 
 
@@ -315,6 +318,7 @@ def feature_coverage(phi_XxYxD, pi_XxY, mu_XxY, rho_X) -> float:
     phi = _features(phi_XxYxD)
     pi = _table("pi_XxY", pi_XxY, phi.shape[:2])
     mu = _table("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
+    phi = np.ldexp(phi, -np.frexp(np.abs(phi).max())[1])  # the ratio is scale-free: |phi| < 1, scaled exactly
     s_pi, s_mu = pair_covariance(phi, pi, rho_X), pair_covariance(phi, mu, rho_X)
     floor = 1e-13 * (np.abs(phi).max() ** 2 + 1e-300)  # round-off level of the covariances
     w, u = np.linalg.eigh(s_mu)

@@ -139,10 +139,13 @@ def sample_counts(key, weights_XxYxY, n):
     :func:`pair_weights` — the distribution of the counts of :func:`sample_pairs` without drawing ``n`` rows.
     Traceable; ``n`` may be a traced number, so datasets of every size share one compiled program."""
     V.key("key", key)
+    if V.is_concrete(weights_XxYxY):  # one distribution over every (x, winner, loser)
+        V.prob_table("weights_XxYxY", np.ravel(V.array("weights_XxYxY", weights_XxYxY)))
     w = jnp.asarray(weights_XxYxY, jnp.float32)
     if w.ndim != 3 or w.shape[1] != w.shape[2]:
         raise ValueError(f"weights_XxYxY must have shape (X, Y, Y), got {w.shape}")
-    V.nonnegative("n", n)  # skipped when traced
+    if V.is_concrete(n) and not float(V.nonnegative("n", n)).is_integer():
+        raise ValueError(f"n must be a whole number of draws, got {n!r}")
     return jax.random.multinomial(key, jnp.asarray(n, jnp.float32), w.ravel()).reshape(w.shape)
 
 
@@ -211,8 +214,14 @@ def minibatch_indices(key, n: int, batch_size: int, steps: int) -> jax.Array:
 
 
 def take(data: Batch, idx_B) -> Batch:
-    """The pairs at rows ``idx_B`` as a batch of their own (weights renormalised; prompts = the pairs' prompts)."""
+    """The pairs at rows ``idx_B`` as a batch of their own (weights renormalised; prompts = the pairs' prompts).
+
+    Rows of zero weight (an exact batch's padding, an empirical batch's unseen triples) stay at zero; if every row
+    taken has zero weight, the batch weighs nothing (a loss of 0) instead of dividing by zero."""
+    check_batch(data)
+    V.indices("idx_B", idx_B, data.size, "data.size")
     pairs = [v[idx_B] for v in data[:6]]
-    pairs[3] = pairs[3] / pairs[3].sum()
+    total = pairs[3].sum()
+    pairs[3] = jnp.where(total > 0, pairs[3] / jnp.where(total > 0, total, 1.0), 0.0)
     ref = [None if v is None else v[idx_B] for v in (data.ref_w_B, data.ref_l_B)]
     return Batch(*pairs, pairs[0], pairs[3], *ref)

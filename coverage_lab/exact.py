@@ -278,8 +278,11 @@ def _component_log_ratio(W: np.ndarray, P: np.ndarray, beta: float, tau: float |
     """``d = log(pi/pi_ref)`` on one component, up to a constant: the weighted least-squares solution of
     ``d_a - d_b = G_ab`` on the edges (``G = logit(P)/beta`` for DPO, ``(P - 1/2)/tau`` for IPO)."""
     edges = W > 0
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         G = np.where(edges, logit(P) / beta if tau is None else (P - 0.5) / tau, 0.0)
+    if not np.isfinite(G[edges]).all():
+        name, value = ("beta", beta) if tau is None else ("tau", tau)
+        raise ValueError(f"{name} ({value:g}) is too small for the preferences: the log-ratios overflow float64")
     L = np.diag(W.sum(1)) - W
     d = np.linalg.lstsq(L, (W * G).sum(1), rcond=None)[0]
     diff = (d[:, None] - d[None, :])[edges]
@@ -310,6 +313,8 @@ def minimiser_set(pi_ref_XxY, pair_XxYxY, pref_XxYxY, rho_X, reward_XxY, beta, *
     V.shape("pair_XxYxY", pair, pi_ref.shape + pi_ref.shape[-1:])
     if (pair < 0).any():
         raise ValueError("pair_XxYxY must be >= 0")
+    if pair.max() > 1.0:  # counts, say: only relative weights matter, and pair + pair^T must stay finite
+        pair = pair / pair.max()
     pref = _pref(pref_XxYxY, pi_ref)
     rho = _rho(rho_X, pi_ref)
     reward = _like("reward_XxY", reward_XxY, pi_ref)

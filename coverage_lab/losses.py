@@ -25,14 +25,29 @@ from coverage_lab import _validate as V
 
 
 def _same_shape(**arrays):
+    """The arrays as JAX arrays of one shape; real numbers, and (eager calls only) no NaN."""
     V.same_shape(**arrays)
     out = []
     for name, a in arrays.items():
         try:
-            out.append(jnp.asarray(a))
+            a = jnp.asarray(a)
         except TypeError as err:
             raise ValueError(f"{name} must be an array of numbers, got {type(a).__name__}") from err
+        if a.dtype.kind not in "iuf":
+            raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
+        if V.is_concrete(a) and np.isnan(jax.device_get(a)).any():
+            raise ValueError(f"{name} contains NaN")
+        out.append(a)
     return out
+
+
+def _check_finite(name, a, *, allow=""):
+    """Eager calls only: ``a`` has no infinite entry (``allow="-inf"``: minus infinity is allowed, no mass)."""
+    if V.is_concrete(a):
+        h = jax.device_get(a)
+        bad = np.isposinf(h) if allow == "-inf" else ~np.isfinite(h)
+        if bad.any():
+            raise ValueError(f"{name} must be finite{' or -inf' if allow else ''}, got {h[bad].flat[0]}")
 
 
 def _check_ref(ref_logp_w_B, ref_logp_l_B):
@@ -41,6 +56,16 @@ def _check_ref(ref_logp_w_B, ref_logp_l_B):
     for name, a in (("ref_logp_w_B", ref_logp_w_B), ("ref_logp_l_B", ref_logp_l_B)):
         if V.is_concrete(a) and not np.isfinite(jax.device_get(a)).all():
             raise ValueError(f"{name} must be finite (pi_ref gives a response of the pair no mass, or NaN)")
+
+
+def _check_pair(logp_w_B, logp_l_B):
+    """The policy may give one response of a pair no mass (``-inf``: an infinite margin), not both (eager only)."""
+    _check_finite("logp_w_B", logp_w_B, allow="-inf")
+    _check_finite("logp_l_B", logp_l_B, allow="-inf")
+    if V.is_concrete(logp_w_B) and V.is_concrete(logp_l_B):
+        both = np.isneginf(jax.device_get(logp_w_B)) & np.isneginf(jax.device_get(logp_l_B))
+        if both.any():
+            raise ValueError("logp_w_B and logp_l_B are both -inf at an example: the policy gives the pair no mass")
 
 
 def dpo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, beta):
@@ -53,6 +78,7 @@ def dpo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, beta):
         logp_w_B=logp_w_B, logp_l_B=logp_l_B, ref_logp_w_B=ref_logp_w_B, ref_logp_l_B=ref_logp_l_B
     )
     _check_ref(rw, rl)
+    _check_pair(lw, ll)
     return -jax.nn.log_sigmoid(beta * ((lw - rw) - (ll - rl)))
 
 
@@ -67,24 +93,29 @@ def ipo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, tau):
         logp_w_B=logp_w_B, logp_l_B=logp_l_B, ref_logp_w_B=ref_logp_w_B, ref_logp_l_B=ref_logp_l_B
     )
     _check_ref(rw, rl)
+    _check_pair(lw, ll)
     return ((lw - rw) - (ll - rl) - 0.5 / tau) ** 2
 
 
 def bt(r_w_B, r_l_B):
     """Bradley–Terry reward-model negative log-likelihood ``-log sigmoid(r_w - r_l)``, shape (B,)."""
     rw, rl = _same_shape(r_w_B=r_w_B, r_l_B=r_l_B)
+    _check_finite("r_w_B", rw)
+    _check_finite("r_l_B", rl)
     return -jax.nn.log_sigmoid(rw - rl)
 
 
 def kl_k1(logp_B, ref_logp_B):
-    """k1 estimator of ``KL(pi || pi_ref)`` on ``y ~ pi``: ``t = logp - ref_logp``. Unbiased, high variance."""
-    lp, rp = _same_shape(logp_B=logp_B, ref_logp_B=ref_logp_B)
+    """k1 estimator of ``KL(pi || pi_ref)`` on ``y ~ pi``: ``t = logp - ref_logp``. Unbiased, high variance.
+
+    ``logp`` is finite (``y`` was drawn from ``pi``); ``ref_logp = -inf`` gives ``+inf`` (an infinite KL)."""
+    lp, rp = _kl_inputs(logp_B, ref_logp_B)
     return lp - rp
 
 
 def kl_k2(logp_B, ref_logp_B):
     """k2 estimator on ``y ~ pi``: ``t^2 / 2``. Biased (exact to second order), low variance, >= 0."""
-    lp, rp = _same_shape(logp_B=logp_B, ref_logp_B=ref_logp_B)
+    lp, rp = _kl_inputs(logp_B, ref_logp_B)
     return 0.5 * (lp - rp) ** 2
 
 
@@ -93,14 +124,23 @@ def kl_k3(logp_B, ref_logp_B):
 
     Computed as ``expm1(-t) + t`` for accuracy near ``t = 0``.
     """
-    lp, rp = _same_shape(logp_B=logp_B, ref_logp_B=ref_logp_B)
+    lp, rp = _kl_inputs(logp_B, ref_logp_B)
     t = lp - rp
     return jnp.expm1(-t) + t
 
 
+def _kl_inputs(logp_B, ref_logp_B):
+    lp, rp = _same_shape(logp_B=logp_B, ref_logp_B=ref_logp_B)
+    _check_finite("logp_B", lp)
+    _check_finite("ref_logp_B", rp, allow="-inf")
+    return lp, rp
+
+
 def loo_advantage(reward_BxK):
     """Leave-one-out advantages ``a_j - mean_{m != j} a_m`` over the last axis (``k >= 2``), stop-gradient."""
-    a = jax.lax.stop_gradient(jnp.asarray(reward_BxK))
+    (a,) = _same_shape(reward_BxK=reward_BxK)
+    _check_finite("reward_BxK", a)
+    a = jax.lax.stop_gradient(a)
     if a.ndim < 1 or a.shape[-1] < 2:
         raise ValueError(f"reward_BxK needs k >= 2 samples on its last axis, got shape {a.shape}")
     k = a.shape[-1]
@@ -117,6 +157,7 @@ def rloo(logp_BxK, reward_BxK):
     minimise its negation. Needs ``k >= 2``.
     """
     lp, a = _same_shape(logp_BxK=logp_BxK, reward_BxK=reward_BxK)
+    _check_finite("logp_BxK", lp)
     if lp.ndim < 1 or lp.shape[-1] < 2:
         raise ValueError(f"logp_BxK needs k >= 2 samples on its last axis, got shape {lp.shape}")
     return (loo_advantage(a) * lp).mean(-1)
@@ -133,6 +174,10 @@ def ppo_clip(logp_BxK, behaviour_logp_BxK, advantage_BxK, clip):
     """
     V.positive("clip", clip)
     lp, blp, adv = _same_shape(logp_BxK=logp_BxK, behaviour_logp_BxK=behaviour_logp_BxK, advantage_BxK=advantage_BxK)
+    if lp.ndim < 1:
+        raise ValueError(f"logp_BxK needs a last axis of samples, got shape {lp.shape}")
+    for name, a in (("logp_BxK", lp), ("behaviour_logp_BxK", blp), ("advantage_BxK", adv)):
+        _check_finite(name, a)
     ratio = jnp.exp(lp - jax.lax.stop_gradient(blp))
     adv = jax.lax.stop_gradient(adv)
     return -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip, 1 + clip) * adv).mean(-1)

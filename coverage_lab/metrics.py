@@ -90,17 +90,24 @@ def policy_metrics(logp_NxXxY, env: TabularBandit | LinearBandit, *, beta, mu_Xx
 def data_metrics(logp_NxXxY, data: Batch, n_prompts: int, n_responses: int) -> dict[str, np.ndarray]:
     """Metrics against a dataset of pairs: weighted mean ``logp_chosen`` and ``logp_rejected``, and
     ``ood_mass_empirical``: the mass on responses never seen with their prompt in the data, averaged over the
-    data's prompts weighted by how often they occur."""
+    data's prompts weighted by how often they occur. ``logp_NxXxY``: normalised log-probabilities (each row's
+    log-sum-exp is 0); ``data.weight_B`` sums to 1, and rows of zero weight (padding) count for nothing."""
     x, y_w, y_l = pair_indices(data, n_prompts, n_responses)
     pi = _policies(logp_NxXxY, n_prompts, n_responses)
     logp = np.asarray(logp_NxXxY, np.float64)
-    w = np.asarray(data.weight_B, np.float64)
+    top = logp.max(-1, keepdims=True)
+    log_total = top[..., 0] + np.log(np.exp(logp - top).sum(-1))
+    if not np.allclose(log_total, 0.0, atol=1e-4):
+        worst = log_total.flat[np.argmax(np.abs(log_total))]
+        raise ValueError(f"logp_NxXxY must be normalised log-probabilities (a row's log-sum-exp is {worst:.3g})")
+    w = V.prob_table("data.weight_B", data.weight_B, ndim=1)
+    logp = np.where(w[:, None] > 0, logp[:, x], 0.0)  # a padding row may sit on a response the policy gives no mass
     seen = np.zeros((n_prompts, n_responses), bool)
     seen[x[w > 0], y_w[w > 0]] = seen[x[w > 0], y_l[w > 0]] = True
     prompt_w = np.bincount(x, weights=w, minlength=n_prompts)
     return {
-        "logp_chosen": logp[:, x, y_w] @ w,
-        "logp_rejected": logp[:, x, y_l] @ w,
+        "logp_chosen": np.take_along_axis(logp, y_w[None, :, None], -1)[..., 0] @ w,
+        "logp_rejected": np.take_along_axis(logp, y_l[None, :, None], -1)[..., 0] @ w,
         "ood_mass_empirical": (pi * ~seen).sum(-1) @ (prompt_w / prompt_w.sum()),
     }
 
@@ -126,4 +133,5 @@ def _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples):
     lp = jnp.take_along_axis(logp, y_NxXxS, -1)
     ref = jnp.log(jnp.asarray(pi_ref_XxY, jnp.float32))[jnp.arange(x)[:, None], y_NxXxS]
     rho = jnp.asarray(rho_X, jnp.float32)
-    return {name: fn(lp, ref).mean(-1) @ rho for name, fn in (("kl_k1", losses.kl_k1), ("kl_k3", losses.kl_k3))}
+    kls = (("kl_k1", losses.kl_k1), ("kl_k3", losses.kl_k3))
+    return {name: jnp.where(rho > 0, fn(lp, ref).mean(-1), 0.0) @ rho for name, fn in kls}  # no inf * 0

@@ -42,6 +42,8 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.6, height: float 
 
 def band(ax, df: pd.DataFrame, *, x: str = "step", by: str = "algorithm", label_fmt: str = "{}", **kw):
     """Median over seeds as a line with a min–max band, one line per value of ``by`` (a tidy frame of one metric)."""
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"df must be a pandas DataFrame, got {type(df).__name__}")
     missing = sorted({x, by, "value"} - set(df.columns))
     if missing:
         raise ValueError(f"df lacks the columns {missing} (x={x!r}, by={by!r} and 'value' are needed)")
@@ -55,15 +57,17 @@ def band(ax, df: pd.DataFrame, *, x: str = "step", by: str = "algorithm", label_
 
 def loglog_fit(n, err) -> tuple[float, float, float]:
     """Least-squares slope of ``log err`` on ``log n`` with a 95% interval: ``(slope, lo, hi)``, over the points
-    with ``n > 0`` and a positive finite ``err`` (at least 3, for an interval)."""
+    with a positive finite ``n`` and ``err`` (at least 3, and two distinct ``n``, for an interval)."""
     from scipy import stats
 
     n, err = np.asarray(n, float), np.asarray(err, float)
     if n.ndim != 1 or n.shape != err.shape:
         raise ValueError(f"n and err must be 1-D of the same length, got shapes {n.shape} and {err.shape}")
-    ok = (n > 0) & (err > 0) & np.isfinite(err)
+    ok = (n > 0) & np.isfinite(n) & (err > 0) & np.isfinite(err)
     if ok.sum() < 3:
         raise ValueError(f"err needs at least 3 positive finite points for a slope and its interval, got {ok.sum()}")
+    if np.unique(n[ok]).size < 2:
+        raise ValueError(f"n needs at least two distinct values for a slope, got {np.unique(n[ok]).tolist()}")
     res = stats.linregress(np.log(n[ok]), np.log(err[ok]))
     t = stats.t.ppf(0.975, max(ok.sum() - 2, 1))
     return res.slope, res.slope - t * res.stderr, res.slope + t * res.stderr

@@ -58,6 +58,7 @@ def from_table(init: Callable[[jax.Array], Params], table: Callable[[Params], ja
 
     def log_probs(params, x_B, y_B):
         logp_XxY = table(params)
+        _check_indices(x_B, y_B, logp_XxY.shape)
         return logp_XxY.reshape(-1)[x_B * logp_XxY.shape[-1] + y_B]  # a flat gather: cheaper under vmap
 
     def sample(params, key, x_B, k):
@@ -103,4 +104,16 @@ def bounded_reward_model(env: TabularBandit | LinearBandit, r_max) -> RewardMode
         shape = tuple(env.pi_ref_XxY.shape)
         init = lambda key: jnp.zeros(shape, jnp.float32)  # noqa: E731
         table = lambda w: r_max * jax.nn.sigmoid(w)  # noqa: E731
-    return RewardModel(init, lambda w, x_B, y_B: table(w)[x_B, y_B], table)
+
+    def rewards(w, x_B, y_B):
+        r_XxY = table(w)
+        _check_indices(x_B, y_B, r_XxY.shape)
+        return r_XxY[x_B, y_B]
+
+    return RewardModel(init, rewards, table)
+
+
+def _check_indices(x_B, y_B, shape) -> None:
+    """Eager calls only: JAX clamps an index out of range, which would read another response's entry."""
+    V.indices("x_B", x_B, shape[-2], "the number of prompts")
+    V.indices("y_B", y_B, shape[-1], "the number of responses")

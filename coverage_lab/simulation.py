@@ -147,6 +147,7 @@ def _sweep_values(algorithm) -> list[A.Algorithm]:
                 "algorithm: a sweep's algorithms must differ only in their hyper-parameter values "
                 f"(got {algorithms[0].name} {sorted(algorithms[0].hparams)} and {a.name} {sorted(a.hparams)})"
             )
+        _check_hp(a, a.hparams)
     return list(algorithms)
 
 
@@ -231,6 +232,8 @@ def default_optimizer(learning_rate: float, steps: int) -> optax.GradientTransfo
     """The default optimizer: Adam with a cosine decay of the step size to zero, so that both the exact and
     the sampled (noisy-gradient) versions converge. Constant-step Adam oscillates around an exact optimum once
     the gradients are tiny (measured: TV error 5e-8 after 1k steps, 3e-4 after 10k)."""
+    learning_rate = V.positive("learning_rate", learning_rate)
+    steps = V.integer("steps", steps, minimum=1)
     return optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
 
 
@@ -276,6 +279,9 @@ def train_policy(
     training parameters (``algorithm.policy_params`` extracts the policy's).
     """
     _check_hp(algorithm, hp)
+    exact = V.flag("exact", exact)
+    if exact and policy.table is None:
+        raise ValueError("exact needs a policy over an enumerable response set (policy.table is None)")
     if algorithm.reward_model and reward_fn is None:
         raise ValueError(f"reward_fn is required: {algorithm.name} uses a reward model")
     ref_params = policy.init(key)
@@ -325,6 +331,7 @@ def train_on_data(
     """
     check_bandit(env)
     _check_hp(algorithm, hp)
+    V.flag("exact", exact)
     V.key("key", key)
     V.key("rm_key", rm_key)
     D.check_batch(data)
@@ -356,6 +363,17 @@ def _check_hp(algorithm: A.Algorithm, hp) -> None:
     missing = sorted(set(algorithm.hparams) - set(hp))
     if missing:
         raise ValueError(f"hp lacks {algorithm.name}'s hyper-parameters {missing}")
+    constrained = dict(algorithm.options).get("constrained", False)  # dual ascent on log lam: lam > 0
+    positive = {"beta", "tau", "r_max", "ppo_clip"} | ({"lam"} if constrained else set())
+    nonnegative = {"lam", "kl_budget", "online_fraction"} - positive
+    for name, v in hp.items():  # concrete values only (a sweep's are arrays, one entry per value)
+        if not V.is_concrete(v):
+            continue
+        a = V.array(f"hp[{name!r}]", v)
+        if (name in positive and not (a > 0).all()) or (name in nonnegative and not (a >= 0).all()):
+            raise ValueError(f"hp[{name!r}] must be {'> 0' if name in positive else '>= 0'}, got {v!r}")
+        if name == "online_fraction" and (a > 1).any():
+            raise ValueError(f"hp['online_fraction'] must be in [0, 1], got {v!r}")
 
 
 def _run_one(

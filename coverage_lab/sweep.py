@@ -54,6 +54,8 @@ def run_sweep(
     ids = [setting_id(s) for s in settings]
     if len(set(ids)) != len(ids):
         raise ValueError("settings has duplicates")
+    if not callable(run):
+        raise ValueError(f"run must be a function setting -> DataFrame, got {run!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pd.read_csv(path) if path.exists() else None

@@ -16,7 +16,7 @@ import optax
 
 from coverage_lab import _validate as V
 from coverage_lab._sampling import fold_in
-from coverage_lab.data import Batch, minibatch_indices, take
+from coverage_lab.data import Batch, check_batch, minibatch_indices, take
 
 Objective = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]]
 
@@ -62,7 +62,8 @@ def fit(
       objective: returns ``(loss, metrics)``; its gradient in ``params`` drives the update.
       params: initial parameters (any pytree).
       data: the dataset; each step takes the next minibatch of ``batch_size`` (epochs of fresh
-        permutations); ``batch_size=None`` uses the whole (e.g. exact) batch every step.
+        permutations), its weights renormalised to sum to 1 (rows of zero weight count for nothing);
+        ``batch_size=None`` uses the whole (e.g. exact) batch every step.
       key: randomness of the minibatch order and of the objective (a fresh ``fold_in`` per step).
       steps: number of optimizer steps; a multiple of ``log_every`` when logging.
       log_every: log every ``log_every`` steps (and once before the first step).
@@ -75,6 +76,12 @@ def fit(
       averaged over each logging interval (the first log point holds the metrics at step 0); without
       ``log_every``, the per-step metrics (steps,).
     """
+    if not callable(objective):
+        raise ValueError(f"objective must be a function (params, batch, key) -> (loss, metrics), got {objective!r}")
+    check_batch(data)
+    V.key("key", key)
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
     steps = V.integer("steps", steps, minimum=1)
     batch_size = data.size if batch_size is None else V.integer("batch_size", batch_size, minimum=1)
     k_data, k_obj = jax.random.split(key)

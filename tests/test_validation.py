@@ -8,7 +8,7 @@ import pytest
 import coverage_lab as cl
 from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
-from coverage_lab import bandits, coverage, data, exact, losses, metrics, plotting, policies, sweep
+from coverage_lab import bandits, cli, coverage, data, exact, losses, metrics, plotting, policies, sweep, train
 from coverage_lab.transformer import evaluate as TE
 from coverage_lab.transformer import model as TM
 from coverage_lab.transformer import policy as TP
@@ -30,9 +30,35 @@ MU_TOKENS = TT.mu_token_logp(TASK, 0.0)
 X2, Y2 = np.zeros(2, np.int32), np.zeros((2, TASK.response_len), np.int32)
 
 
-def _train_on_data(env, algorithm, hp, learning_rate=0.1):
-    opts = dict(key=KEY, rm_key=KEY, exact=True, steps=1, reward_steps=1, learning_rate=learning_rate)
+def _train_on_data(env, algorithm, hp, learning_rate=0.1, exact=True):
+    opts = dict(key=KEY, rm_key=KEY, exact=exact, steps=1, reward_steps=1, learning_rate=learning_rate)
     return cl.simulation.train_on_data(env, algorithm, PAIRS, hp, **opts)
+
+
+PAIR, PREF = coverage.pair_table(mu), bandits.preference_table(env.reward_XxY)
+WEIGHTS = data.pair_weights(env.rho_X, PAIR, PREF)
+PHI = np.array([[[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]]])
+MIN_SET = (GOOD_REF, np.array([[[0.25, 0.25, 0], [0.25, 0.25, 0], [0, 0, 0]]]), bandits.preference_table(GOOD_R))
+MIN_SET = (*MIN_SET, ONE, GOOD_R)
+ONLINE_HP = {"beta": 0.1, "online_fraction": 1.5, "r_max": 1.0}
+SIM = dict(mu=mu, n_pairs=None, steps=2, seeds=1, key=KEY)
+NO_TABLE = policies.tabular_softmax(env)._replace(table=None)
+POLICY_OPTS = dict(exact=True, steps=1, optimizer=cl.simulation.default_optimizer(0.1, 1))
+OPT = cl.simulation.default_optimizer(0.1, 1)
+
+
+def _objective(params, batch, key):
+    return params**2, {}
+
+
+def _softmax_logp(x_B, y_B):
+    policy = policies.tabular_softmax(env)
+    return policy.log_probs(policy.init(KEY), x_B, y_B)
+
+
+def _rm_rewards(x_B, y_B):
+    rm = policies.bounded_reward_model(env, 1.0)
+    return rm.rewards(rm.init(KEY), x_B, y_B)
 
 
 CASES = [
@@ -196,6 +222,67 @@ CASES = [
     ("normalize as a number", lambda: TP.sequence_policy(TASK, TOY.model, normalize=1), "normalize"),
     ("no features", lambda: coverage.feature_coverage(np.zeros((1, 3, 0)), GOOD_REF, GOOD_REF, ONE), "phi_XxYxD"),
     ("no features (hull)", lambda: coverage.global_coverage_loglinear(GOOD_REF, np.zeros((1, 3, 0)), ONE), "phi"),
+    # a second audit (2026-11-30): each of these returned NaN, a silently wrong number or an unnamed error
+    ("count weights with NaN", lambda: data.sample_counts(KEY, WEIGHTS * np.nan, 10), "weights_XxYxY"),
+    ("count weights negative", lambda: data.sample_counts(KEY, -WEIGHTS, 10), "weights_XxYxY"),
+    ("count weights not summing to 1", lambda: data.sample_counts(KEY, 2 * WEIGHTS, 10), "weights_XxYxY"),
+    ("count weights as text", lambda: data.sample_counts(KEY, [[["a"]]], 3), "weights_XxYxY"),
+    ("a fractional number of draws", lambda: data.sample_counts(KEY, WEIGHTS, 2.5), "n"),
+    ("a row index past the data", lambda: data.take(PAIRS, np.array([0, 100])), "idx_B"),
+    ("a batch of keys", lambda: data.sample_pairs(jax.random.split(KEY, 2), env.rho_X, PAIR, PREF, 4), "single"),
+    ("unnormalised log-probabilities", lambda: metrics.data_metrics(UNIFORM_LOGP + 3, PAIRS, 1, 3), "logp_NxXxY"),
+    ("DPO, a pair with no mass", lambda: losses.dpo(-np.inf, -np.inf, 0.0, 0.0, 0.1), "logp_w_B"),
+    ("DPO, NaN log-probability", lambda: losses.dpo(np.nan, 0.0, 0.0, 0.0, 0.1), "logp_w_B"),
+    ("DPO, complex log-probability", lambda: losses.dpo(1j, 0.0, 0.0, 0.0, 0.1), "logp_w_B"),
+    ("IPO, NaN log-probability", lambda: losses.ipo(0.0, np.nan, 0.0, 0.0, 0.1), "logp_l_B"),
+    ("BT, NaN reward", lambda: losses.bt(np.nan, 0.0), "r_w_B"),
+    ("BT, infinite rewards", lambda: losses.bt(np.inf, np.inf), "r_w_B"),
+    ("k3 of a sample with no mass", lambda: losses.kl_k3(-np.inf, 0.0), "logp_B"),
+    ("RLOO of a sample with no mass", lambda: losses.rloo([[-np.inf, 0.0]], [[1.0, 1.0]]), "logp_BxK"),
+    ("LOO, infinite reward", lambda: losses.loo_advantage([[np.inf, 1.0]]), "reward_BxK"),
+    ("LOO, text", lambda: losses.loo_advantage(["a", "b"]), "reward_BxK"),
+    ("PPO, no sample axis", lambda: losses.ppo_clip(0.0, 0.0, 0.0, 0.2), "logp_BxK"),
+    ("IPO minimisers, overflowing tau", lambda: exact.minimiser_set(*MIN_SET, 0.1, loss="ipo", tau=1e-310), "tau"),
+    ("DPO minimisers, overflowing beta", lambda: exact.minimiser_set(*MIN_SET, 1e-310), "beta"),
+    ("covariance overflow", lambda: coverage.pair_covariance(PHI * 1e200, GOOD_REF, ONE), "phi_XxYxD"),
+    ("mixture weight as a switch", lambda: coverage.mixture(GOOD_REF, GOOD_REF, True), "alpha"),
+    ("mixture weight as text", lambda: coverage.mixture(GOOD_REF, GOOD_REF, "0.5"), "alpha"),
+    ("KL radius, beta as a switch", lambda: coverage.kl_radius(1.0, True), "beta"),
+    ("reward as text", lambda: bandits.TabularBandit(ONE, GOOD_REF, "r"), "reward_XxY"),
+    (
+        "linear logits overflow",
+        lambda: bandits.LinearBandit(ONE, PHI * 1e200, np.zeros(2), np.ones(2) * 1e200),
+        "theta_ref_D",
+    ),
+    ("preferences of a scalar reward", lambda: bandits.preference_table(1.0), "reward_XxY"),
+    ("covered as text", lambda: bandits.linear_extrapolation("no"), "covered"),
+    ("response index out of range", lambda: _softmax_logp(np.array([0]), np.array([3])), "y_B"),
+    ("negative response index", lambda: _softmax_logp(np.array([0]), np.array([-1])), "y_B"),
+    ("reward model, prompt out of range", lambda: _rm_rewards(np.array([5]), np.array([0])), "x_B"),
+    ("hp lam NaN", lambda: _train_on_data(env, A.hypo(), {"beta": 0.1, "lam": np.nan}), "lam"),
+    ("hp beta negative", lambda: _train_on_data(env, A.dpo(), {"beta": -0.1}), "beta"),
+    ("hp online fraction > 1", lambda: _train_on_data(env, A.online_dpo(), ONLINE_HP), "online_fraction"),
+    (
+        "an algorithm built with a negative lam",
+        lambda: cl.simulate(env, A.Algorithm("hypo", A.hypo().make, {"beta": 0.1, "lam": -1.0}, k=4), **SIM),
+        "lam",
+    ),
+    ("exact as text", lambda: _train_on_data(env, A.dpo(), {"beta": 0.1}, exact="no"), "exact"),
+    (
+        "exact without a table",
+        lambda: cl.simulation.train_policy(NO_TABLE, A.dpo(), PAIRS, {"beta": 0.1}, KEY, **POLICY_OPTS),
+        "exact",
+    ),
+    ("fit, key not a key", lambda: train.fit(_objective, 0.0, PAIRS, 0, steps=1, optimizer=OPT), "key"),
+    ("fit, data not a batch", lambda: train.fit(_objective, 0.0, (1, 2), KEY, steps=1, optimizer=OPT), "data"),
+    ("fit, no optimizer", lambda: train.fit(_objective, 0.0, PAIRS, KEY, steps=1, optimizer=None), "optimizer"),
+    ("optimizer, NaN step size", lambda: cl.simulation.default_optimizer(np.nan, 10), "learning_rate"),
+    ("optimizer, negative step size", lambda: cl.simulation.default_optimizer(-0.1, 10), "learning_rate"),
+    ("optimizer, fractional steps", lambda: cl.simulation.default_optimizer(0.1, 2.5), "steps"),
+    ("reproduce, zero seeds", lambda: cli.reproduce("kl_estimators", smoke=True, seeds=0), "seeds"),
+    ("slope, one distinct n", lambda: plotting.loglog_fit([2, 2, 2], [1.0, 0.5, 0.3]), "n"),
+    ("band of a dict", lambda: plotting.band(None, {"value": [1]}), "df"),
+    ("sweep without a run function", lambda: sweep.run_sweep([{"a": 1}], None, "unused.csv"), "run"),
 ]
 
 
@@ -226,3 +313,43 @@ def test_a_switch_may_be_a_numpy_or_a_0d_boolean_array():
     assert V.flag("exact", np.True_) is True and V.flag("exact", jax.numpy.array(False)) is False
     with pytest.raises(ValueError, match="exact"):
         V.flag("exact", np.array([True]))
+
+
+def test_a_minibatch_of_padding_weighs_nothing_instead_of_nan():
+    """An exact batch padded to a fixed size, or an empirical batch, has rows of zero weight; a minibatch of only
+    those has weight 0 (a loss of 0), and a run that meets one stays finite."""
+    padded = data.exact_batch(env.rho_X, PAIR, PREF, size=8)
+    np.testing.assert_array_equal(data.take(padded, np.array([6, 7])).weight_B, [0.0, 0.0])
+    np.testing.assert_allclose(data.take(padded, np.array([0, 7])).weight_B, [1.0, 0.0])
+    counts = np.zeros((1, 3, 3))
+    counts[0, 0, 1], counts[0, 1, 0] = 3, 1
+    opts = dict(key=KEY, rm_key=KEY, exact=False, steps=6, reward_steps=1, learning_rate=0.1, batch_size=2)
+    params, _ = cl.simulation.train_on_data(env, A.dpo(), data.empirical_batch(counts), {"beta": 0.1}, **opts)
+    assert not np.isnan(params).any()
+
+
+def test_padding_rows_and_absent_prompts_do_not_turn_inf_into_nan():
+    padded = data.exact_batch(env.rho_X, PAIR, PREF, size=8)
+    out = metrics.data_metrics(np.log([[[0.0, 1.0, 0.0]]]), padded, 1, 3)  # the chosen responses have no mass
+    assert out["logp_chosen"][0] == -np.inf and out["logp_rejected"][0] == -np.inf
+    pi_ref = np.array([[1.0, 0.0], [0.5, 0.5]])  # infinite KL at a prompt of probability 0
+    kl = metrics.sampled_kl(KEY, np.log(np.full((1, 2, 2), 0.5)), pi_ref, np.array([0.0, 1.0]), 16)
+    assert kl["kl_k1"][0] == 0.0 and kl["kl_k3"][0] == 0.0
+    assert exact.reverse_kl(np.full((2, 2), 0.5), pi_ref, np.array([0.0, 1.0])) == 0.0
+
+
+def test_scale_free_quantities_do_not_depend_on_a_finite_scale():
+    """Feature coverage is a ratio of quadratic forms in phi, and the minimiser set reads only the pair weights'
+    ratios: extreme but finite scales give the values of scale 1."""
+    mu2 = np.array([[0.5, 0.5, 0.0]])
+    base = coverage.feature_coverage(PHI, GOOD_REF, mu2, ONE)
+    for s in (1e-160, 1e154, 1e160):
+        np.testing.assert_allclose(coverage.feature_coverage(PHI * s, GOOD_REF, mu2, ONE), base, rtol=1e-12)
+    pi_ref, pair, *rest = MIN_SET
+    a, b = exact.minimiser_set(pi_ref, pair, *rest, 0.1), exact.minimiser_set(pi_ref, pair * 1e308, *rest, 0.1)
+    assert (a.worst_value, a.max_kl, a.best_value) == (b.worst_value, b.max_kl, b.best_value)
+
+
+def test_a_slope_ignores_infinite_n():
+    slope = plotting.loglog_fit([1, 2, np.inf, 4, 8], [1.0, 0.5, 0.3, 0.25, 0.125])
+    np.testing.assert_allclose(slope[0], -1.0, rtol=1e-12)
