@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import coverage_lab as cl
 from coverage_lab import algorithms as A
-from coverage_lab import bandits, coverage, data, exact, losses
+from coverage_lab import bandits, coverage, data, exact, losses, policies
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -59,18 +59,65 @@ def test_dpo_loss_is_invariant_to_mass_on_unseen_responses(seed, beta, delta, n_
 
 @given(seeds, st.floats(0.05, 1.0), st.floats(0.1, 3.0))
 def test_rlhf_kl_bound_holds_for_any_bounded_reward(seed, beta, r_max):
+    """SPEC §4.3: RLHF's policy is ``pi_ref exp(r_hat/beta) / Z`` (written out here in numpy), which keeps
+    ``KL <= R_max/beta`` and zero mass where ``pi_ref`` is zero, whatever ``r_hat`` in ``[0, R_max]``.
+
+    The bound is tight up to ``1 + log s``, ``s = R_max/beta``: with two responses, ``r_hat = (R_max, 0)`` and
+    ``pi_ref = (q, 1-q)``, ``q = (s-1) e^{-s}``, ``Z = 1 - q + q e^s = s - (s-1) e^{-s} < s`` and
+    ``pi(y1) = q e^s / Z = (s-1)/Z``, so ``KL = E_pi[r_hat]/beta - log Z = s (s-1)/Z - log Z > s - 1 - log s``.
+    """
     rho, pi_ref, reward, _ = random_tables(seed, zeros=True)
-    pi = exact.rlhf_policy(r_max * reward, pi_ref, beta, r_max=r_max)
+    r_hat = r_max * reward
+    pi = exact.rlhf_policy(r_hat, pi_ref, beta, r_max=r_max)
+    tilt = pi_ref * np.exp((r_hat - r_hat.max(-1, keepdims=True)) / beta)
+    np.testing.assert_allclose(pi, tilt / tilt.sum(-1, keepdims=True), rtol=1e-10, atol=0)  # float64 exp
     assert exact.reverse_kl(pi, pi_ref, rho) <= r_max / beta + 1e-12
     assert (pi[pi_ref == 0] == 0).all()
 
+    s = r_max / beta
+    if s > 1:  # the near-extremal instance needs q > 0
+        q = (s - 1) * np.exp(-s)
+        pi_ref_2 = np.array([[q, 1 - q]])
+        pi_2 = exact.rlhf_policy(np.array([[r_max, 0.0]]), pi_ref_2, beta, r_max=r_max)
+        z = s - (s - 1) * np.exp(-s)
+        kl = exact.reverse_kl(pi_2, pi_ref_2, np.ones(1))
+        np.testing.assert_allclose(kl, s * (s - 1) / z - np.log(z), rtol=1e-9)  # one cancellation near s = 1
+        assert s - 1 - np.log(s) < kl <= s
 
-@given(seeds)
+
+@given(seeds, st.floats(0.01, 0.99))
 @settings(max_examples=5)
-def test_hypo_puts_zero_mass_where_pi_ref_is_zero(seed):
-    rho, pi_ref, reward, _ = random_tables(seed, zeros=True)
+def test_hypo_puts_zero_mass_where_pi_ref_is_zero(seed, delta):
+    """SPEC §4.4 at ``eps = 0``: moving mass ``delta`` onto a response with ``pi_ref = 0`` leaves DPO's population
+    objective unchanged but makes HyPO's, DPO's plus ``lam * KL(pi||pi_ref)``, infinite, so no HyPO minimiser puts
+    mass there (without it, HyPO's objective is DPO's plus ``lam`` times the exact KL). And HyPO trained from
+    ``pi_ref`` keeps that response at exactly zero, its other log-probabilities finite (no NaN from ``0 log 0``)."""
+    rho, pi_ref, reward, rng = random_tables(seed, zeros=True)
     env = bandits.TabularBandit(rho, pi_ref, reward)
-    r = cl.run(env, A.hypo(0.2, lam=0.1), mu=pi_ref, n_pairs=None, steps=200, seeds=1, key=jax.random.key(0))
+    beta, lam = 0.2, 0.1
+    batch = data.exact_batch(rho, coverage.pair_table(pi_ref), bandits.preference_table(reward))
+    policy = policies.tabular_softmax(env)
+    ctx = A.Context(policy, policy.init(None), exact=True)
+    dpo, hypo = (
+        alg.make(alg, ctx, {k: np.float32(v) for k, v in alg.hparams.items()})
+        for alg in (A.dpo(beta), A.hypo(beta, lam=lam))
+    )
+    covered = np.where(pi_ref > 0, rng.dirichlet(np.ones(4), size=2), 0.0)
+    covered /= covered.sum(-1, keepdims=True)
+    moved = exact.move_mass(covered, 3, delta)
+
+    def at(objective, pi):
+        with np.errstate(divide="ignore"):
+            return float(objective(np.log(pi).astype(np.float32), batch, jax.random.key(0))[0])
+
+    # float32 objectives: rtol 1e-5 is a few hundred ulps
+    np.testing.assert_allclose(at(dpo, moved), at(dpo, covered), rtol=1e-5)
+    np.testing.assert_allclose(
+        at(hypo, covered), at(dpo, covered) + lam * exact.reverse_kl(covered, pi_ref, rho), rtol=1e-5
+    )
+    assert at(hypo, moved) == np.inf
+
+    r = cl.run(env, A.hypo(beta, lam=lam), mu=pi_ref, n_pairs=None, steps=200, seeds=1, key=jax.random.key(0))
     logp_LxXxY = np.asarray(r.logs["eval"][0])
     assert (np.exp(logp_LxXxY)[..., -1] == 0).all() and np.isfinite(logp_LxXxY[..., :-1]).all()
 
@@ -126,3 +173,15 @@ def test_worst_case_over_dpo_minimisers_is_a_vertex_and_below_any_minimiser(seed
         member /= member.sum(-1, keepdims=True)
         assert exact.value(member, reward, pi_ref, rho, beta) >= ms.worst_value - 1e-9
         assert exact.reverse_kl(member, pi_ref, rho) <= ms.max_kl + 1e-9
+    # ... and both bounds are attained at a vertex: the reported worst policy is one (a component's tilted policy or
+    # a point mass on an uncovered response) with J = worst_value; the vertex of largest KL has KL = max_kl.
+    most_kl = np.zeros_like(pi_ref)
+    for x in range(2):
+        vertices = [ms.component_policy(x, j) for j in range(ms.n_components_X[x])]
+        vertices += [np.eye(5)[y] for y in np.flatnonzero(ms.uncovered_XxY[x])]
+        assert any(np.array_equal(ms.worst_policy_XxY[x], v) for v in vertices)
+        kls = [exact.kl_per_prompt(v[None], pi_ref[x][None])[0] for v in vertices]
+        most_kl[x] = vertices[int(np.argmax(kls))]
+    # float64, the same terms summed in another order
+    np.testing.assert_allclose(exact.value(ms.worst_policy_XxY, reward, pi_ref, rho, beta), ms.worst_value, rtol=1e-12)
+    np.testing.assert_allclose(exact.reverse_kl(most_kl, pi_ref, rho), ms.max_kl, rtol=1e-12)

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,7 +95,38 @@ def test_dpo_loss_is_blind_to_mass_on_the_unseen_response_while_kl_grows():
     assert np.all(np.diff(kls[1:]) > 0) and kls[-1] > 0.9 * np.log(1 / eps)
 
 
+def fit_from(env, mu, algorithm, pi_start, steps=2000):
+    """The tabular policy ``algorithm`` reaches from ``pi_start``: constant-step Adam on its exact population
+    objective, pairs ``mu ⊗ mu``."""
+    batch = data.exact_batch(env.rho_X, cl.coverage.pair_table(mu), bandits.preference_table(env.reward_XxY))
+    policy = policies.tabular_softmax(env)
+    ctx = A.Context(policy, policy.init(None), exact=True)
+    hp = {k: np.float32(v) for k, v in algorithm.hparams.items()}
+    params, _ = train.fit(
+        algorithm.make(algorithm, ctx, hp),
+        np.log(pi_start).astype(np.float32),
+        batch,
+        jax.random.key(0),
+        steps=steps,
+        optimizer=cl.train.optax.adam(0.05),
+    )
+    pi = np.asarray(jax.nn.softmax(params), np.float64)
+    return pi / pi.sum(-1, keepdims=True)
+
+
 def test_hypo_puts_no_mass_where_pi_ref_is_zero():
+    """SPEC §4.4. DPO's gradient on the unseen y0's logit is exactly zero and ``lam * KL``'s is
+    ``lam pi(y0) (log(pi(y0)/eps) - KL)``, so HyPO's stationary points have ``pi(y0) = eps exp(KL(pi||pi_ref))``,
+    which vanishes with ``eps = pi_ref(y0)``: trained at ``eps = 1e-2`` from a DPO minimiser with 30% on y0, HyPO
+    ends there. At ``eps = 0``, where any mass on y0 makes its objective infinite (test_claims), HyPO trained from
+    ``pi_ref`` keeps exactly none."""
+    beta, lam, eps = 0.5, 0.5, 1e-2
+    env, mu = bandits.counterexample(eps)
+    start = exact.move_mass(exact.optimal_policy(env.reward_XxY, env.pi_ref_XxY, beta), 2, 0.3)
+    pi = fit_from(env, mu, A.hypo(beta, lam=lam), start)
+    kl = exact.reverse_kl(pi, env.pi_ref_XxY, env.rho_X)
+    assert pi[0, 2] == pytest.approx(eps * np.exp(kl), rel=1e-3)  # converged float32 Adam: far inside 1e-3
+
     env, mu = bandits.counterexample(0.0)
     pi = final_policy(env, A.hypo(beta=0.1, lam=0.05), mu, steps=1000)
     assert pi[0, 2] == 0.0
@@ -106,21 +138,6 @@ def test_hypo_removes_mass_on_the_unseen_response_that_dpo_keeps():
     env, mu = bandits.counterexample(1e-4)
     beta = 0.5
     start = exact.move_mass(exact.optimal_policy(env.reward_XxY, env.pi_ref_XxY, beta), 2, 0.3)
-    batch = data.exact_batch(env.rho_X, cl.coverage.pair_table(mu), bandits.preference_table(env.reward_XxY))
-    policy = policies.tabular_softmax(env)
-    ctx = A.Context(policy, policy.init(None), exact=True)
-    out = {}
-    for alg in (A.dpo(beta), A.hypo(beta, lam=0.5)):
-        hp = {k: np.float32(v) for k, v in alg.hparams.items()}
-        objective = alg.make(alg, ctx, hp)
-        params, _ = train.fit(
-            objective,
-            np.log(start).astype(np.float32),
-            batch,
-            jax.random.key(0),
-            steps=2000,
-            optimizer=cl.train.optax.adam(0.05),
-        )
-        out[alg.name] = np.asarray(jax.nn.softmax(params))[0, 2]
+    out = {alg.name: fit_from(env, mu, alg, start)[0, 2] for alg in (A.dpo(beta), A.hypo(beta, lam=0.5))}
     assert out["dpo"] > 0.29
     assert out["hypo"] < 0.01

@@ -101,6 +101,34 @@ def test_reverse_kl_validation_loss_is_log2_at_the_reference():
     np.testing.assert_allclose(m.validation_loss(logp, env, mu, m.BETA), [np.log(2.0)], rtol=1e-10)
 
 
+def test_reverse_kl_validation_loss_is_the_population_dpo_loss():
+    """``validation_loss`` against the population DPO loss written out here: ``x ~ rho``, ``(y, y') ~ mu ⊗ mu``,
+    ``y`` wins with probability ``sigmoid(r(y) - r(y'))``, loss ``-log sigmoid(beta (d(y_w) - d(y_l)))``, at random
+    policies. ``pi*`` has ``beta (d(y) - d(y')) = r(y) - r(y')``, the Bradley–Terry logit, on every pair, so it
+    minimises each pair's cross-entropy: its loss is below ``pi_ref``'s (``log 2``) and every random policy's."""
+    import jax
+    from scipy.special import expit, log_expit, log_softmax
+
+    from coverage_lab import exact
+    from experiments import reverse_kl as m
+
+    env, mu = m.instance(jax.random.key(0))
+    rho, pi_ref, reward = (np.asarray(a, np.float64) for a in (env.rho_X, env.pi_ref_XxY, env.reward_XxY))
+    pi_star = exact.optimal_policy(reward, pi_ref, m.BETA)
+    random = log_softmax(np.random.default_rng(0).normal(0.0, 2.0, (3, *pi_ref.shape)), axis=-1)
+    logp_NxXxY = np.concatenate([np.log(pi_star)[None], np.log(pi_ref)[None], random])
+
+    d = logp_NxXxY - np.log(pi_ref)
+    h = m.BETA * (d[:, :, :, None] - d[:, :, None, :])  # (N, X, y, y'): y over y'
+    p_win = expit(reward[:, :, None] - reward[:, None, :])  # P(y ≻ y')
+    per_pair = -(p_win * log_expit(h) + (1 - p_win) * log_expit(-h))
+    expected = np.einsum("x,xa,xb,nxab->n", rho, mu, mu, per_pair)
+
+    got = m.validation_loss(logp_NxXxY, env, mu, m.BETA)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)  # float64 both ways
+    assert got[0] < got[1] and (got[0] < got[2:]).all(), got
+
+
 def _pooled_z(df, name):
     from experiments.kl_estimators import _pooled_z
 

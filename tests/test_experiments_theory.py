@@ -82,8 +82,16 @@ def test_lower_bound_rlhf_inside_kl_ball_and_hypo_repairs(smoke):
         assert (_per_eps(df, "rlhf", metric) <= bound + 1e-9).all(), metric
     kl, mass = _per_eps(df, "hypo", "kl"), _per_eps(df, "hypo", "ood_mass")
     assert kl.max() - kl.min() < 0.5  # bounded, where DPO's worst case grows by log(1e7) ≈ 16
-    # stationarity in y0's logit: pi(y0) = eps * exp(KL) (at most; tiny eps are still on their way down)
-    assert (mass <= 1.05 * mass.index.values * np.exp(kl.values)).all()
+    # Stationarity in y0's logit: DPO's gradient there is exactly zero and lam * KL's is
+    # lam pi(y0) (log(pi(y0)/eps) - KL), so HyPO ends at pi(y0) = eps * exp(KL) > eps; DPO alone (HyPO without
+    # its KL term) ends below eps, its covered logits spreading around y0's fixed one. Never above (5%: the
+    # decayed Adam run ends within float32 of it); reached where that gradient, of order lam * eps, is far above
+    # Adam's epsilon (1e-8): lam * eps >= 1e-6. Tinier eps are still on their way (pi(y0) first falls with the
+    # normaliser, then climbs back at an Adam step throttled by that epsilon).
+    ratio = mass / (mass.index.values * np.exp(kl.values))
+    assert (ratio <= 1.05).all(), ratio
+    settled = ratio[df["lam"].iloc[0] * ratio.index.values >= 1e-6]
+    assert len(settled) > 0 and (settled >= 0.95).all(), ratio
     assert mass.iloc[0] < 1e-7
 
 
