@@ -39,7 +39,7 @@ from coverage_lab.simulation import run as run_compiled
 
 INSTANCES = ("covered", "uncovered", "random")
 SETTINGS = [{"instance": name, "seeds": 10} for name in INSTANCES]
-SMOKE = [{"instance": "covered", "seeds": 3, "steps": 100}]
+SMOKE = [{"instance": name, "seeds": 3, "steps": 100} for name in ("covered", "uncovered")]
 
 BETA = 0.25  # KL weight of J, DPO's beta and RLHF's beta
 R_MAX = 4.0  # bound of RLHF's reward model, r_hat in [0, R_MAX]: wide enough for every instance's reward range

@@ -66,6 +66,20 @@ def test_extrapolation_rlhf_moves_the_same_way(smoke):
     assert (chosen.iloc[:, -1] < chosen.iloc[:, 0]).all()
 
 
+@pytest.mark.parametrize("algorithm", ["dpo", "rlhf"])
+def test_extrapolation_without_feature_coverage_moves_mass_to_the_worst_response(smoke, algorithm):
+    """``uncovered``: the unseen y3 has a feature the data never sees and is the worst response, yet DPO (and
+    RLHF, whose reward model extrapolates the same way) raise its log-probability and the value falls."""
+    _, df = smoke("extrapolation")
+    d = df[(df["instance"] == "uncovered") & (df["algorithm"] == algorithm)]
+    gap = d.loc[d["metric"] == "unseen_gap", "value"]
+    assert len(gap) and (gap > 0).all()  # y3 is not the best response
+    unseen, value = _series(d, metric="logp_unseen"), _series(d, metric="value")
+    first, last = unseen.columns[0], unseen.columns[-1]
+    assert (unseen[last] > unseen[first] + 0.5).all(), unseen
+    assert (value[last] < value[first] - 0.5).all(), value
+
+
 def test_ood_mass_rises_when_ref_prefers_losers_and_falls_otherwise(smoke):
     _, df = smoke("ood_without_fa")
     rises = _series(df, metric="ood_mass", tilt=-1.0)
