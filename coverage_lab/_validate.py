@@ -143,7 +143,9 @@ def key(name: str, k) -> jax.Array:
         (jnp.issubdtype(k.dtype, jax.dtypes.prng_key) and k.shape == ()) or (k.dtype == jnp.uint32 and k.shape == (2,))
     ):
         return k
-    if isinstance(k, jax.Array) and (jnp.issubdtype(k.dtype, jax.dtypes.prng_key) or k.dtype == jnp.uint32):
+    typed = isinstance(k, jax.Array) and jnp.issubdtype(k.dtype, jax.dtypes.prng_key)
+    raw = isinstance(k, jax.Array) and k.dtype == jnp.uint32 and k.ndim > 1 and k.shape[-1] == 2
+    if (typed and k.ndim > 0) or raw:
         raise ValueError(f"{name} must be a single JAX PRNG key, got a batch of keys of shape {k.shape}")
     raise ValueError(f"{name} must be a JAX PRNG key such as jax.random.key(0), got {k!r}")
 

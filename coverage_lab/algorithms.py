@@ -60,6 +60,8 @@ class Algorithm:
         computed once before training, :func:`with_reference`); False for RLHF, which reads only its reward
         model.
       options: static structural choices (hashable), read by ``make``.
+
+    The hyper-parameters' values are checked on construction (:func:`check_hparams`), however it is built.
     """
 
     name: str
@@ -69,6 +71,9 @@ class Algorithm:
     reward_model: bool = False
     offline_pairs: bool = True
     options: tuple = ()
+
+    def __post_init__(self):
+        check_hparams(self, self.hparams, where=f"{self.name}'s hparams")
 
     def init(self, policy_params, hparams=None):
         """Training parameters: the policy's, plus the state some algorithms carry (:class:`Augmented`).
@@ -96,6 +101,38 @@ class Algorithm:
         fresh = (step + 1) % every == 0
         behaviour = jax.tree.map(lambda p, b: jnp.where(fresh, p, b), params.policy, params.behaviour)
         return params._replace(behaviour=behaviour)
+
+
+_POSITIVE = ("beta", "tau", "r_max", "ppo_clip")
+_NONNEGATIVE = ("lam", "kl_budget", "online_fraction")
+
+
+def _numbers(**values) -> dict:
+    """A factory's hyper-parameters, each a single finite number (their ranges: :func:`check_hparams`)."""
+    return {name: V.number(name, v) for name, v in values.items()}
+
+
+def check_hparams(algorithm: Algorithm, hp: Mapping, *, where: str = "hp") -> None:
+    """Checks that ``hp`` (named ``where`` in messages) holds ``algorithm``'s hyper-parameters with valid values:
+    ``beta``, ``tau``, ``r_max``, ``ppo_clip`` > 0; ``lam``, ``kl_budget`` >= 0 (``lam`` > 0 for the constrained
+    HyPO: dual ascent on ``log lam``); ``online_fraction`` in [0, 1]. A value may be a number or an array of a
+    sweep's values; traced values are skipped (checked at the boundary, before compiling)."""
+    missing = sorted(set(algorithm.hparams) - set(hp))
+    if missing:
+        raise ValueError(f"{where} lacks {algorithm.name}'s hyper-parameters {missing}")
+    constrained = dict(algorithm.options).get("constrained", False)
+    for name, v in hp.items():
+        if not V.is_concrete(v):
+            continue
+        if np.asarray(v).dtype == np.bool_:
+            raise ValueError(f"{name} ({where}) must be a number, got {v!r}")
+        a = V.array(f"{name} ({where})", v)
+        if (name in _POSITIVE or (name == "lam" and constrained)) and not (a > 0).all():
+            raise ValueError(f"{name} ({where}) must be > 0, got {v!r}")
+        if name in _NONNEGATIVE and not (a >= 0).all():
+            raise ValueError(f"{name} ({where}) must be >= 0, got {v!r}")
+        if name == "online_fraction" and (a > 1).any():
+            raise ValueError(f"{name} ({where}) must be in [0, 1], got {v!r}")
 
 
 class Augmented(NamedTuple):
@@ -252,7 +289,7 @@ def _make_dpo(alg: Algorithm, ctx: Context, hp):
 
 def dpo(beta: float = 0.1) -> Algorithm:
     """Offline DPO: minimise ``E_{(x,y_w,y_l)~D} -log sigmoid(beta (d(y_w) - d(y_l)))`` (arXiv:2305.18290)."""
-    return Algorithm("dpo", _make_dpo, {"beta": V.positive("beta", beta)})
+    return Algorithm("dpo", _make_dpo, _numbers(beta=beta))
 
 
 def _make_ipo(alg: Algorithm, ctx: Context, hp):
@@ -265,7 +302,7 @@ def _make_ipo(alg: Algorithm, ctx: Context, hp):
 
 def ipo(tau: float = 0.1) -> Algorithm:
     """Offline IPO: minimise ``E_D (d(y_w) - d(y_l) - 1/(2 tau))^2`` (arXiv:2310.12036)."""
-    return Algorithm("ipo", _make_ipo, {"tau": V.positive("tau", tau)})
+    return Algorithm("ipo", _make_ipo, _numbers(tau=tau))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -310,13 +347,11 @@ def rlhf(
     refreshed to the current one every ``refresh_every`` steps (so the importance ratios move away from 1 and
     the clipping acts); advantages are still leave-one-out over the ``k`` samples, no critic.
     """
-    V.positive("beta", beta)
-    V.positive("r_max", r_max)
     k = V.integer("k", k, minimum=2)
-    hp = {"beta": beta, "r_max": r_max}
+    hp = _numbers(beta=beta, r_max=r_max)
     if ppo_clip is None:
         return Algorithm("rlhf", _make_rlhf, hp, k=k, reward_model=True, offline_pairs=False)
-    hp["ppo_clip"] = V.positive("ppo_clip", ppo_clip)
+    hp |= _numbers(ppo_clip=ppo_clip)
     every = V.integer("refresh_every", refresh_every, minimum=1)
     return Algorithm(
         "rlhf",
@@ -370,15 +405,11 @@ def hypo(beta: float = 0.1, lam: float = 1.0, k: int = 4, kl_budget: float | Non
     ascent on ``lam`` (started at ``lam``). At a fixed ``lam`` HyPO is biased away from ``pi*`` even with
     perfect data; the constrained form trades that for a hard KL budget.
     """
-    V.positive("beta", beta)
-    V.nonnegative("lam", lam)
     k = V.integer("k", k, minimum=2)
-    hp = {"beta": beta, "lam": lam}
+    hp = _numbers(beta=beta, lam=lam)
     if kl_budget is None:
         return Algorithm("hypo", _make_hypo, hp, k=k)
-    if lam <= 0:
-        raise ValueError(f"lam must be > 0 to start dual ascent, got {lam}")
-    hp["kl_budget"] = V.nonnegative("kl_budget", kl_budget)
+    hp |= _numbers(kl_budget=kl_budget)  # the constrained form needs lam > 0 (dual ascent on log lam)
     return Algorithm("hypo", _make_hypo, hp, k=k, options=(("constrained", True),))
 
 
@@ -434,16 +465,11 @@ def online_dpo(
     (or, with ``label_with_reward_model``, by a bounded reward model fitted on the offline pairs), mixed with
     offline DPO: ``(1 - online_fraction) * DPO_offline + online_fraction * DPO_online``. Beyond the paper.
     """
-    V.positive("beta", beta)
-    V.positive("r_max", r_max)
-    f = V.nonnegative("online_fraction", online_fraction)
     label_with_reward_model = V.flag("label_with_reward_model", label_with_reward_model)
-    if f > 1:
-        raise ValueError(f"online_fraction must be in [0, 1], got {f}")
     return Algorithm(
         "online_dpo",
         _make_online_dpo,
-        {"beta": beta, "online_fraction": online_fraction, "r_max": r_max},
+        _numbers(beta=beta, online_fraction=online_fraction, r_max=r_max),
         k=2,
         reward_model=label_with_reward_model,
         options=(("label_with_reward_model", label_with_reward_model),),

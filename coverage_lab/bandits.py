@@ -19,14 +19,17 @@ import numpy as np
 from coverage_lab import _validate as V
 
 
-def _concrete(**fields) -> bool:
+def _concrete(env) -> bool:
     """True unless a field is a tracer or a pytree placeholder (``None``, JAX's sentinels, a ``vmap`` axis spec):
     anything array-like (numpy, JAX, pandas, lists) or numeric is validated; text or a mapping is refused."""
+    fields = {f.name: getattr(env, f.name) for f in dataclasses.fields(env)}
     for name, x in fields.items():
         if isinstance(x, (str, bytes, dict)):
             raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__} {x!r}")
-    xs = fields.values()
-    return all(V.is_concrete(x) and (hasattr(x, "__array__") or isinstance(x, (list, tuple, float, int))) for x in xs)
+    return all(
+        V.is_concrete(x) and (hasattr(x, "__array__") or isinstance(x, (list, tuple, float, int)))
+        for x in fields.values()
+    )
 
 
 def _pytree(cls):
@@ -63,7 +66,7 @@ class TabularBandit:
     reward_XxY: np.ndarray
 
     def __post_init__(self):
-        if _concrete(rho_X=self.rho_X, pi_ref_XxY=self.pi_ref_XxY, reward_XxY=self.reward_XxY):
+        if _concrete(self):
             checked = _check_common(self.rho_X, self.pi_ref_XxY, self.reward_XxY)
             for name, a in zip(("rho_X", "pi_ref_XxY", "reward_XxY"), checked, strict=True):
                 object.__setattr__(self, name, a)
@@ -97,8 +100,7 @@ class LinearBandit:
     theta_ref_D: np.ndarray
 
     def __post_init__(self):
-        fields = dict(rho_X=self.rho_X, phi_XxYxD=self.phi_XxYxD, theta_star_D=self.theta_star_D)
-        if not _concrete(**fields, theta_ref_D=self.theta_ref_D):
+        if not _concrete(self):
             return
         rho = V.prob_table("rho_X", self.rho_X)
         phi = V.array("phi_XxYxD", self.phi_XxYxD)
@@ -112,7 +114,7 @@ class LinearBandit:
             if t.shape != phi.shape[:-3] + phi.shape[-1:]:
                 raise ValueError(f"{name} has shape {t.shape}, expected ({phi.shape[-1]},) to match phi_XxYxD")
             with np.errstate(over="ignore", invalid="ignore"):
-                if not np.isfinite(phi @ t).all():
+                if not np.isfinite(np.einsum("...xyd,...d->...xy", phi, t)).all():
                     raise ValueError(f"phi_XxYxD @ {name} overflows float64: scale the features or {name} down")
         for name, a in (("rho_X", rho), ("phi_XxYxD", phi), ("theta_star_D", theta_star), ("theta_ref_D", theta_ref)):
             object.__setattr__(self, name, a)

@@ -183,8 +183,8 @@ def reproduce_all(
         raise ValueError(f"names must be a non-empty list of experiment names, got {names!r}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
-    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
-        raise ValueError(f"seeds must be None or an integer >= 1, got {seeds!r}")
+    if seeds is not None:
+        V.integer("seeds", seeds, minimum=1)
     if compile_cache is not None:  # the workers get the folder in use, or False
         in_use = use_compile_cache(compile_cache)
         compile_cache = False if in_use is None else str(in_use)

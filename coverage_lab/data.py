@@ -137,7 +137,8 @@ def _sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n):
 def sample_counts(key, weights_XxYxY, n):
     """How many of ``n`` labelled draws fall on each ``(x, winner, loser)``: ``Multinomial(n, W)`` with ``W`` from
     :func:`pair_weights` — the distribution of the counts of :func:`sample_pairs` without drawing ``n`` rows.
-    Traceable; ``n`` may be a traced number, so datasets of every size share one compiled program."""
+    Traceable; ``n`` may be a traced number, so datasets of every size share one compiled program. Concrete
+    weights must sum to 1 (one distribution over every triple) and a concrete ``n`` must be a whole number."""
     V.key("key", key)
     if V.is_concrete(weights_XxYxY):  # one distribution over every (x, winner, loser)
         V.prob_table("weights_XxYxY", np.ravel(V.array("weights_XxYxY", weights_XxYxY)))

@@ -33,7 +33,7 @@ def _same_shape(**arrays):
             a = jnp.asarray(a)
         except TypeError as err:
             raise ValueError(f"{name} must be an array of numbers, got {type(a).__name__}") from err
-        if a.dtype.kind not in "iuf":
+        if not (jnp.issubdtype(a.dtype, jnp.integer) or jnp.issubdtype(a.dtype, jnp.floating)):
             raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
         if V.is_concrete(a) and np.isnan(jax.device_get(a)).any():
             raise ValueError(f"{name} contains NaN")

@@ -101,13 +101,13 @@ def data_metrics(logp_NxXxY, data: Batch, n_prompts: int, n_responses: int) -> d
         worst = log_total.flat[np.argmax(np.abs(log_total))]
         raise ValueError(f"logp_NxXxY must be normalised log-probabilities (a row's log-sum-exp is {worst:.3g})")
     w = V.prob_table("data.weight_B", data.weight_B, ndim=1)
-    logp = np.where(w[:, None] > 0, logp[:, x], 0.0)  # a padding row may sit on a response the policy gives no mass
+    chosen, rejected = (np.where(w > 0, logp[:, x, y], 0.0) for y in (y_w, y_l))  # 0 * -inf on padding rows: 0
     seen = np.zeros((n_prompts, n_responses), bool)
     seen[x[w > 0], y_w[w > 0]] = seen[x[w > 0], y_l[w > 0]] = True
     prompt_w = np.bincount(x, weights=w, minlength=n_prompts)
     return {
-        "logp_chosen": np.take_along_axis(logp, y_w[None, :, None], -1)[..., 0] @ w,
-        "logp_rejected": np.take_along_axis(logp, y_l[None, :, None], -1)[..., 0] @ w,
+        "logp_chosen": chosen @ w,
+        "logp_rejected": rejected @ w,
         "ood_mass_empirical": (pi * ~seen).sum(-1) @ (prompt_w / prompt_w.sum()),
     }
 
@@ -134,4 +134,4 @@ def _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples):
     ref = jnp.log(jnp.asarray(pi_ref_XxY, jnp.float32))[jnp.arange(x)[:, None], y_NxXxS]
     rho = jnp.asarray(rho_X, jnp.float32)
     kls = (("kl_k1", losses.kl_k1), ("kl_k3", losses.kl_k3))
-    return {name: jnp.where(rho > 0, fn(lp, ref).mean(-1), 0.0) @ rho for name, fn in kls}  # no inf * 0
+    return {name: jnp.where(rho[None] > 0, fn(lp, ref).mean(-1), 0.0) @ rho for name, fn in kls}  # no inf * 0

@@ -147,7 +147,6 @@ def _sweep_values(algorithm) -> list[A.Algorithm]:
                 "algorithm: a sweep's algorithms must differ only in their hyper-parameter values "
                 f"(got {algorithms[0].name} {sorted(algorithms[0].hparams)} and {a.name} {sorted(a.hparams)})"
             )
-        _check_hp(a, a.hparams)
     return list(algorithms)
 
 
@@ -360,20 +359,7 @@ def _check_optimizer(optimizer) -> None:
 def _check_hp(algorithm: A.Algorithm, hp) -> None:
     if not isinstance(algorithm, A.Algorithm):
         raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(algorithm).__name__}")
-    missing = sorted(set(algorithm.hparams) - set(hp))
-    if missing:
-        raise ValueError(f"hp lacks {algorithm.name}'s hyper-parameters {missing}")
-    constrained = dict(algorithm.options).get("constrained", False)  # dual ascent on log lam: lam > 0
-    positive = {"beta", "tau", "r_max", "ppo_clip"} | ({"lam"} if constrained else set())
-    nonnegative = {"lam", "kl_budget", "online_fraction"} - positive
-    for name, v in hp.items():  # concrete values only (a sweep's are arrays, one entry per value)
-        if not V.is_concrete(v):
-            continue
-        a = V.array(f"hp[{name!r}]", v)
-        if (name in positive and not (a > 0).all()) or (name in nonnegative and not (a >= 0).all()):
-            raise ValueError(f"hp[{name!r}] must be {'> 0' if name in positive else '>= 0'}, got {v!r}")
-        if name == "online_fraction" and (a > 1).any():
-            raise ValueError(f"hp['online_fraction'] must be in [0, 1], got {v!r}")
+    A.check_hparams(algorithm, hp)
 
 
 def _run_one(

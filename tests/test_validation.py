@@ -283,6 +283,10 @@ CASES = [
     ("slope, one distinct n", lambda: plotting.loglog_fit([2, 2, 2], [1.0, 0.5, 0.3]), "n"),
     ("band of a dict", lambda: plotting.band(None, {"value": [1]}), "df"),
     ("sweep without a run function", lambda: sweep.run_sweep([{"a": 1}], None, "unused.csv"), "run"),
+    ("constrained HyPO from lam = 0", lambda: A.hypo(0.1, lam=0.0, kl_budget=1.0), "lam"),
+    ("a hyper-parameter as a switch", lambda: A.dpo(True), "beta"),
+    ("a sweep of lam with a negative value", lambda: A.check_hparams(A.hypo(), {"beta": 0.1, "lam": [0.1, -1]}), "lam"),
+    ("a key that is not one", lambda: V.key("key", jax.numpy.zeros((), jax.numpy.uint32)), "PRNG key such as"),
 ]
 
 
@@ -353,3 +357,12 @@ def test_scale_free_quantities_do_not_depend_on_a_finite_scale():
 def test_a_slope_ignores_infinite_n():
     slope = plotting.loglog_fit([1, 2, np.inf, 4, 8], [1.0, 0.5, 0.3, 0.25, 0.125])
     np.testing.assert_allclose(slope[0], -1.0, rtol=1e-12)
+
+
+def test_bfloat16_log_probabilities_and_stacked_environments_are_taken():
+    half = jax.numpy.zeros(3, jax.numpy.bfloat16)
+    assert losses.dpo(half, half, half, half, 0.1).dtype == jax.numpy.bfloat16
+    env_lin, _ = bandits.linear_extrapolation()
+    stacked = jax.tree.map(lambda *a: np.stack(a), *[env_lin] * 3)  # a batch of environments, one per row
+    assert bandits.LinearBandit(*(getattr(stacked, f) for f in ("rho_X", "phi_XxYxD", "theta_star_D", "theta_ref_D")))
+    A.check_hparams(A.hypo(), {"beta": 0.1, "lam": np.array([0.0, 0.1, 1.0])})  # a sweep's values
