@@ -69,6 +69,19 @@ def nonnegative(name: str, v) -> float:
     return f
 
 
+def temperature(name: str, v) -> float:
+    """Checks a temperature: > 0 and still > 0 in float32, where it divides logits or reward gaps (skipped for
+    tracers)."""
+    if not is_concrete(v):
+        return v
+    f = positive(name, v)
+    with np.errstate(over="ignore", divide="ignore"):
+        inverse = np.float32(1.0) / np.float32(f)
+    if not np.isfinite(inverse):
+        raise ValueError(f"{name} ({f:g}) is too small: 1/{name} overflows float32")
+    return f
+
+
 def number(name: str, v) -> float:
     """Checks a finite scalar of any sign (skipped for tracers)."""
     return v if not is_concrete(v) else _scalar(name, v)

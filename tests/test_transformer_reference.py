@@ -84,6 +84,23 @@ def test_load_rejects_parameters_of_another_model(tmp_path, trained):
         R.cache_path("toy", 0)
 
 
+@pytest.mark.parametrize("damage", ["garbage", "empty", "truncated", "nan weights"])
+def test_a_damaged_cache_file_is_retrained_and_replaced(tmp_path, monkeypatch, trained, damage):
+    monkeypatch.setattr(R, "train_reference", lambda size, key: trained)  # the training itself is tested above
+    path = R.cache_path("toy", jax.random.key(0), tmp_path)
+    good = R.save(trained[0], path).read_bytes()
+    if damage == "nan weights":
+        R.save(jax.tree.map(lambda a: a * np.nan, trained[0]), path)
+    else:
+        damaged = {"garbage": b"not a parameter file", "empty": b"", "truncated": good[: len(good) // 2]}
+        path.write_bytes(damaged[damage])
+    with pytest.warns(UserWarning, match="retraining the reference"):
+        params = R.reference_params("toy", key=jax.random.key(0), directory=tmp_path)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(trained[0]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert path.read_bytes() == good and [f.name for f in path.parent.iterdir()] == [path.name]  # no temp files
+
+
 def test_sft_objective_is_the_per_token_nll():
     task = T.make_task(TOY.task)
     policy = P.sequence_policy(task, TOY.model)

@@ -1,5 +1,7 @@
 """Bad inputs get a ValueError that names the parameter — never a NaN three calls later."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pandas as pd
@@ -49,6 +51,21 @@ OPT = cl.simulation.default_optimizer(0.1, 1)
 
 def _objective(params, batch, key):
     return params**2, {}
+
+
+def _uniform_logp(n_rows, n_cols):
+    return np.log(np.full((n_rows, n_cols), 1.0 / n_cols))
+
+
+TOY_POLICY = TP.sequence_policy(TASK, TOY.model)
+TOY_PARAMS = TM.init(KEY, TOY.model)
+
+
+THREE_LAYERS = dataclasses.replace(TOY.model, n_layers=3)  # the toy model has one
+
+
+def _toy_sample(key=KEY, temperature=1.0):
+    return TM.sample(TOY_PARAMS, key, np.zeros((2, 2), np.int32), TOY.model, length=3, temperature=temperature)
 
 
 def _softmax_logp(x_B, y_B):
@@ -195,8 +212,8 @@ CASES = [
     ("sweep run not a table", lambda: sweep.run_sweep([{"a": 1}], lambda s: {}, "/nonexistent/x.csv"), "run"),
     ("sweep settings a string", lambda: sweep.run_sweep("ab", lambda s: None, "/nonexistent/x.csv"), "settings"),
     ("float tokens", lambda: TT.gold_reward(TASK, X2, Y2.astype(np.float32)), "y_BxL"),
-    ("token out of range", lambda: TT.sequence_logp(np.zeros((TASK.n_prompts, 3)), X2, Y2 + 3), "y_BxL"),
-    ("prompt out of range", lambda: TT.uncovered(np.zeros((1, TASK.n_tokens)), X2 + 1, Y2), "x_B"),
+    ("token out of range", lambda: TT.sequence_logp(_uniform_logp(TASK.n_prompts, 3), X2, Y2 + 3), "y_BxL"),
+    ("prompt out of range", lambda: TT.uncovered(_uniform_logp(1, TASK.n_tokens), X2 + 1, Y2), "x_B"),
     (
         "model token out of range",
         lambda: TM.apply(TM.init(KEY, TOY.model), np.full((1, 2), TOY.model.vocab_size, np.int32), TOY.model),
@@ -287,6 +304,34 @@ CASES = [
     ("a hyper-parameter as a switch", lambda: A.dpo(True), "beta"),
     ("a sweep of lam with a negative value", lambda: A.check_hparams(A.hypo(), {"beta": 0.1, "lam": [0.1, -1]}), "lam"),
     ("a key that is not one", lambda: V.key("key", jax.numpy.zeros((), jax.numpy.uint32)), "PRNG key such as"),
+    # the transformer track's audit (2026-11-30)
+    ("sampling prompts out of range", lambda: TOY_POLICY.sample(TOY_PARAMS, KEY, np.array([10, -3]), 2), "x_B"),
+    ("sampling k = 0", lambda: TOY_POLICY.sample(TOY_PARAMS, KEY, X2, 0), "k"),
+    ("parameters of another model", lambda: TM.apply(TM.init(KEY, THREE_LAYERS), Y2, TOY.model), "params"),
+    ("reference parameters not parameters", lambda: TP.sequence_policy(TASK, TOY.model, ref_params="abc"), "ref_"),
+    ("a temperature underflowing float32", lambda: TT.preference(TASK, X2, Y2, Y2, 1e-39), "temperature"),
+    (
+        "a label temperature underflowing float32",
+        lambda: TR.simulate_many("toy", [A.dpo()], key=KEY, label_temperature=1e-300),
+        "label_temperature",
+    ),
+    ("a sampling temperature underflowing", lambda: _toy_sample(temperature=1e-45), "temperature"),
+    ("model sampling, key not a key", lambda: _toy_sample(key=0), "key"),
+    ("exact KL, unnormalised reference", lambda: TE.exact_kl(np.log([[1 / 3] * 3]), np.zeros((1, 3))), "ref_logp"),
+    ("exact KL, NaN", lambda: TE.exact_kl(np.array([[np.nan, 0.0]]), np.log([[0.5, 0.5]])), "logp_XxY"),
+    ("exact KL, no prompts", lambda: TE.exact_kl(np.zeros((0, 3)), np.zeros((0, 3))), "logp_XxY"),
+    ("token table with NaN", lambda: TT.uncovered(np.full((1, TASK.n_tokens), np.nan), X2[:1], Y2[:1]), "token_logp"),
+    ("token table unnormalised", lambda: TT.sequence_logp(np.zeros((TASK.n_prompts, 3)), X2, Y2), "token_logp"),
+    ("i.i.d. sampling, key not a key", lambda: TT.sample_iid(0, MU_TOKENS, X2, 3), "key"),
+    ("mean as text", lambda: TP.masked_sequence_logp(np.zeros((1, 3)), np.ones((1, 3)), mean="no"), "mean"),
+    ("a mask of 2", lambda: TP.masked_sequence_logp(np.zeros((1, 3)), np.full((1, 3), 2.0)), "mask_BxL"),
+    ("1-D log-probabilities", lambda: TP.masked_sequence_logp(np.zeros(3), np.ones(3)), "token_logp_BxL"),
+    ("a size's fast_compile as text", lambda: dataclasses.replace(TOY, fast_compile="yes"), "fast_compile"),
+    ("a size named by a path", lambda: dataclasses.replace(TOY, name="../../x"), "name"),
+    ("a size's task by name", lambda: dataclasses.replace(TOY, task="toy"), "task"),
+    ("a size given as a list", lambda: TS.get(["toy"]), "size"),
+    ("metric names of a task name", lambda: TE.names("toy", reward_model=True), "task"),
+    ("metric names, reward_model as text", lambda: TE.names(TASK, reward_model="no"), "reward_model"),
 ]
 
 
@@ -366,3 +411,8 @@ def test_bfloat16_log_probabilities_and_stacked_environments_are_taken():
     stacked = jax.tree.map(lambda *a: np.stack(a), *[env_lin] * 3)  # a batch of environments, one per row
     assert bandits.LinearBandit(*(getattr(stacked, f) for f in ("rho_X", "phi_XxYxD", "theta_star_D", "theta_ref_D")))
     A.check_hparams(A.hypo(), {"beta": 0.1, "lam": np.array([0.0, 0.1, 1.0])})  # a sweep's values
+
+
+def test_exact_kl_is_inf_where_pi_has_mass_too_small_for_float32_and_pi_ref_none():
+    assert TE.exact_kl(np.array([[0.0, -200.0]]), np.array([[0.0, -np.inf]])) == np.inf
+    assert TE.exact_kl(np.array([[0.0, -np.inf]]), np.array([[-200.0, 0.0]])) > 0  # pi_ref's mass elsewhere: finite

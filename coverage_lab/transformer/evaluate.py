@@ -25,7 +25,7 @@ import numpy as np
 
 from coverage_lab import _validate as V
 from coverage_lab import losses
-from coverage_lab.data import Batch
+from coverage_lab.data import Batch, check_batch
 from coverage_lab.policies import Policy
 from coverage_lab.transformer import task as T
 
@@ -36,16 +36,31 @@ DATA = ("logp_chosen", "logp_rejected")
 
 def names(task: T.Task, *, reward_model: bool) -> tuple[str, ...]:
     """The metric names :func:`make_evaluator` returns for ``task``."""
+    if not isinstance(task, T.Task):
+        raise ValueError(f"task must come from task.make_task, got {type(task).__name__}")
+    reward_model = V.flag("reward_model", reward_model)
     return (EXACT if task.enumerable else ()) + SAMPLED + (("rm_score",) if reward_model else ()) + DATA
 
 
 def exact_kl(logp_XxY, ref_logp_XxY):
-    """``E_x KL(pi || pi_ref)`` from enumerated log-probability tables (X, Y), ``rho`` uniform."""
-    if jnp.ndim(logp_XxY) != 2:
-        raise ValueError(f"logp_XxY must have shape (X, Y), got {jnp.shape(logp_XxY)}")
+    """``E_x KL(pi || pi_ref)`` from enumerated log-probability tables (X, Y), ``rho`` uniform: ``inf`` where
+    ``pi`` has mass (``logp > -inf``, however small its float32 exponential) and ``pi_ref`` none. Concrete tables
+    must be normalised log-probabilities (no NaN or ``+inf``)."""
+    if jnp.ndim(logp_XxY) != 2 or jnp.shape(logp_XxY)[0] == 0:
+        raise ValueError(f"logp_XxY must have shape (X, Y) with X >= 1, got {jnp.shape(logp_XxY)}")
     V.same_shape(logp_XxY=logp_XxY, ref_logp_XxY=ref_logp_XxY)
-    p = jnp.exp(logp_XxY)
-    return jnp.sum(jnp.where(p > 0, p * (logp_XxY - ref_logp_XxY), 0.0), -1).mean()
+    for name, table in (("logp_XxY", logp_XxY), ("ref_logp_XxY", ref_logp_XxY)):
+        if V.is_concrete(table):
+            h = V.array(name, table, finite=False)
+            if np.isposinf(h).any() or not np.isfinite(h).any(-1).all():
+                raise ValueError(f"{name} must be log-probabilities: no +inf, a finite entry in every row")
+            top = h.max(-1, keepdims=True)
+            if not np.allclose(top[:, 0] + np.log(np.exp(h - top).sum(-1)), 0.0, atol=1e-4):
+                raise ValueError(f"{name} must be normalised log-probabilities (rows log-sum-exp to 0)")
+    logp, ref = jnp.asarray(logp_XxY), jnp.asarray(ref_logp_XxY)
+    has_mass = ~jnp.isneginf(logp)
+    term = jnp.where(jnp.isneginf(ref), jnp.inf, jnp.exp(logp) * (logp - ref))
+    return jnp.sum(jnp.where(has_mass, term, 0.0), -1).mean()
 
 
 def make_evaluator(
@@ -67,7 +82,11 @@ def make_evaluator(
     """
     V.integer("n_samples", n_samples, minimum=1)
     V.integer("n_data", n_data, minimum=1)
+    V.key("key", key)
+    check_batch(data)
     x_X = jnp.arange(task.n_prompts, dtype=jnp.int32)
+    if T.check_token_logp(mu_logp_XxV).shape != (task.n_prompts, task.n_tokens):
+        raise ValueError(f"mu_logp_XxV must have shape {(task.n_prompts, task.n_tokens)}, got {jnp.shape(mu_logp_XxV)}")
     x_flat = jnp.repeat(x_X, n_samples)
     k_pi, k_ref = jax.random.split(key)
     flat = lambda y: y.reshape(-1, task.response_len)  # noqa: E731

@@ -14,10 +14,12 @@ Karpathy, nanoGPT.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +62,24 @@ class Config:
 
 
 def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _check_key(key):  # this module is a leaf: its own checks, not coverage_lab._validate's
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+    if not (typed or (isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,))):
+        raise ValueError(f"key must be a single JAX PRNG key such as jax.random.key(0), got {key!r}")
+
+
+def _check_temperature(temperature):
+    if isinstance(temperature, jax.core.Tracer):
+        return
+    if isinstance(temperature, (bool, str)) or np.ndim(temperature) != 0 or not float(temperature) > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    with np.errstate(over="ignore", divide="ignore"):
+        if not np.isfinite(np.float32(1.0) / np.float32(temperature)):
+            raise ValueError(f"temperature ({temperature:g}) is too small: 1/temperature overflows float32")
 
 
 def _check_config(config):
@@ -70,16 +88,40 @@ def _check_config(config):
 
 
 def _check_tokens(name, tokens, config, max_len):
-    if not jnp.issubdtype(jnp.asarray(tokens).dtype, jnp.integer) or jnp.ndim(tokens) != 2:
-        raise ValueError(
-            f"{name} must be an integer array of shape (B, T), got {jnp.asarray(tokens).dtype} {jnp.shape(tokens)}"
-        )
+    """``tokens`` as a JAX integer array (B, T), ``1 <= T <= max_len``, values (when concrete) in the vocabulary."""
+    try:
+        tokens = jnp.asarray(tokens)
+    except TypeError as err:
+        raise ValueError(f"{name} must be an integer array of shape (B, T), got {type(tokens).__name__}") from err
+    if not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.ndim != 2:
+        raise ValueError(f"{name} must be an integer array of shape (B, T), got {tokens.dtype} {tokens.shape}")
     if not 1 <= tokens.shape[1] <= max_len:
         raise ValueError(f"{name} has length {tokens.shape[1]}, outside [1, {max_len}] (config.max_len)")
     if not isinstance(tokens, jax.core.Tracer) and tokens.size:
         t = jax.device_get(tokens)  # a host array: a jnp reduction inside a trace would be staged, not evaluated
         if not 0 <= t.min() <= t.max() < config.vocab_size:
             raise ValueError(f"{name} must hold tokens in [0, {config.vocab_size}) (config.vocab_size)")
+    return tokens
+
+
+@functools.lru_cache(maxsize=64)
+def _param_shapes(config: Config):
+    return jax.eval_shape(functools.partial(init, config=config), jax.random.key(0))
+
+
+def check_params(params, config: Config, name: str = "params") -> None:
+    """Checks that ``params`` is a parameter pytree of ``config``'s model (the structure and every leaf's shape;
+    shapes are static, so this holds inside ``jit`` too): parameters of another configuration would otherwise run,
+    reading clamped embeddings or returning logits over another vocabulary."""
+    _check_config(config)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    expected, expected_def = jax.tree_util.tree_flatten(_param_shapes(config))
+    if treedef != expected_def:
+        raise ValueError(f"{name} must be a parameter pytree of this config's model (transformer.model.init)")
+    for (path, leaf), spec in zip(leaves, expected, strict=True):
+        if np.shape(leaf) != spec.shape:
+            where = jax.tree_util.keystr(path)
+            raise ValueError(f"{name}{where} has shape {np.shape(leaf)}; this config's model needs {spec.shape}")
 
 
 def init(key, config: Config) -> dict:
@@ -89,8 +131,7 @@ def init(key, config: Config) -> dict:
     axis N), ``ln_f_*`` (D,), ``w_out`` (D, O), ``b_out`` (O,).
     """
     _check_config(config)
-    if not isinstance(key, jax.Array):
-        raise ValueError(f"key must be a JAX PRNG key, got {key!r}")
+    _check_key(key)
     c = config
     n, d, f = c.n_layers, c.d_model, c.d_ff
     std, proj_std = 0.02, 0.02 / math.sqrt(2 * n)
@@ -200,8 +241,8 @@ def apply(params, tokens_BxT, config: Config):
 
     ``tokens_BxT``: integer tokens in ``[0, vocab_size)``, ``1 <= T <= max_len``.
     """
-    _check_config(config)
-    _check_tokens("tokens_BxT", tokens_BxT, config, config.max_len)
+    check_params(params, config)
+    tokens_BxT = _check_tokens("tokens_BxT", tokens_BxT, config, config.max_len)
     return _forward(params, tokens_BxT, config)[0]
 
 
@@ -230,13 +271,13 @@ def sample(params, key, prompt_BxP, config: Config, *, length: int, temperature:
     output vocabulary must be a prefix of the input one (``out_size <= vocab_size``) so sampled tokens can be
     fed back. ``temperature > 0`` (1: the model's own distribution).
     """
-    _check_config(config)
+    check_params(params, config)
+    _check_key(key)
     _positive_int("length", length)
-    if not isinstance(temperature, jax.core.Tracer) and not float(temperature) > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_temperature(temperature)
     if config.out_size > config.vocab_size:
         raise ValueError("sample needs out_size <= vocab_size (sampled tokens are fed back as inputs)")
-    _check_tokens("prompt_BxP", prompt_BxP, config, config.max_len - length)
+    prompt_BxP = _check_tokens("prompt_BxP", prompt_BxP, config, config.max_len - length)
     b, p = prompt_BxP.shape
     total = p + length
     logits, (k, v) = _forward(params, prompt_BxP, config)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from coverage_lab import _validate as V
 from coverage_lab.policies import Policy, RewardModel
@@ -49,7 +50,12 @@ def masked_sequence_logp(token_logp_BxL, mask_BxL, *, mean: bool = False):
 
     ``mask_BxL``: 1 on response positions that count (0 on padding). ``mean`` with an all-zero row gives 0.
     """
-    V.same_shape(token_logp_BxL=token_logp_BxL, mask_BxL=mask_BxL)
+    shape = V.same_shape(token_logp_BxL=token_logp_BxL, mask_BxL=mask_BxL)
+    mean = V.flag("mean", mean)
+    if len(shape) != 2:
+        raise ValueError(f"token_logp_BxL and mask_BxL must have shape (B, L), got {shape}")
+    if V.is_concrete(mask_BxL) and not np.isin(np.asarray(mask_BxL, np.float64), (0.0, 1.0)).all():
+        raise ValueError("mask_BxL must hold 0 (padding) or 1 (a response position) only")
     mask = jnp.asarray(mask_BxL, jnp.float32)
     total = jnp.sum(jnp.where(mask > 0, token_logp_BxL, 0.0) * mask, -1)
     return total / jnp.maximum(mask.sum(-1), 1.0) if mean else total
@@ -74,6 +80,8 @@ def sequence_policy(task: T.Task, config: M.Config, *, ref_params=None, normaliz
     """
     check_config(task, config)
     normalize = V.flag("normalize", normalize)
+    if ref_params is not None:
+        M.check_params(ref_params, config, "ref_params")
     length = task.response_len
     prompts = jnp.asarray(task.prompts_XxP)
 
@@ -85,6 +93,8 @@ def sequence_policy(task: T.Task, config: M.Config, *, ref_params=None, normaliz
         return masked_sequence_logp(token_logp, jnp.ones_like(token_logp))
 
     def sample(params, key, x_B, k):
+        V.indices("x_B", x_B, task.n_prompts, "the task's prompts")
+        V.integer("k", k, minimum=1)
         x = jnp.repeat(x_B, k, axis=0)
         y = M.sample(params, key, prompts[x], config, length=length)
         return y.reshape(x_B.shape[0], k, length)

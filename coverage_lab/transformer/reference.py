@@ -13,6 +13,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import jax
@@ -128,38 +131,62 @@ def _template(size: S.Size):
 
 
 def save(params, path: str | os.PathLike) -> Path:
-    """Write a parameter pytree to ``path`` (``.npz``, one array per leaf path), atomically."""
+    """Write a parameter pytree to ``path`` (``.npz``, one array per leaf path), atomically: through a temporary
+    file of its own, so processes saving the same reference at once (``pytest -n``) do not collide."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise ValueError(f"cannot write the reference cache at {path.parent} ({err}); set COVERAGE_LAB_CACHE") from err
     leaves = jax.tree_util.tree_flatten_with_path(params)[0]
     arrays = {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
 def load(size: str | S.Size, path: str | os.PathLike):
-    """Read parameters of ``size``'s model from ``path``; ``ValueError`` if they do not fit the model."""
+    """Read parameters of ``size``'s model from ``path``; ``ValueError`` if the file cannot be read as one, or its
+    parameters do not fit the model or are not finite."""
     size = S.get(size)
     paths, treedef = jax.tree_util.tree_flatten_with_path(_template(size))
-    with np.load(path) as f:
-        leaves = []
-        for p, spec in paths:
-            name = jax.tree_util.keystr(p)
-            if name not in f or f[name].shape != spec.shape:
-                raise ValueError(f"{path} does not hold parameters of the {size.name} model (at {name})")
-            leaves.append(jnp.asarray(f[name], spec.dtype))
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {name: f[name] for name in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable parameter file ({type(err).__name__}: {err})") from err
+    leaves = []
+    for p, spec in paths:
+        name = jax.tree_util.keystr(p)
+        if name not in arrays or arrays[name].shape != spec.shape:
+            raise ValueError(f"{path} does not hold parameters of the {size.name} model (at {name})")
+        if not np.isfinite(arrays[name]).all():
+            raise ValueError(f"{path} holds non-finite parameters (at {name})")
+        leaves.append(jnp.asarray(arrays[name], spec.dtype))
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def reference_params(size: str | S.Size, *, key=None, cache: bool = True, directory=None):
-    """The reference parameters of ``size``: loaded from the cache if there, else trained and cached."""
+    """The reference parameters of ``size``: loaded from the cache if there, else trained and cached (a cached file
+    that cannot be read, or holds other or non-finite parameters, is trained again and replaced, with a warning)."""
     size = S.get(size)
+    cache = V.flag("cache", cache)
     path = cache_path(size, key, directory)
     if cache and path.exists():
-        return load(size, path)
+        try:
+            return load(size, path)
+        except ValueError as err:
+            warnings.warn(f"retraining the reference: {err}", stacklevel=2)
     params, _ = train_reference(size, key)
     if cache:
-        save(params, path)
+        try:
+            save(params, path)
+        except ValueError as err:  # an unwritable cache: the trained weights are still good
+            warnings.warn(f"the reference is not cached: {err}", stacklevel=2)
     return params

@@ -132,7 +132,7 @@ def simulate_many(
     if opt["steps"] % opt["log_every"]:
         raise ValueError(f"log_every ({opt['log_every']}) must divide steps ({opt['steps']})")
     lr = float(V.positive("learning_rate", size.learning_rate if learning_rate is None else learning_rate))
-    V.positive("label_temperature", label_temperature)
+    V.temperature("label_temperature", label_temperature)
     seed_ids = V.seed_ids(seeds)
     mu_logp = jnp.asarray(T.mu_token_logp(task, mu_rare), jnp.float32)
     ref_params = R.reference_params(size, key=ref_key)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from coverage_lab import _validate as V
 from coverage_lab.transformer import model as M
@@ -49,6 +50,14 @@ class Size:
     fast_compile: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name) or self.name[0] == ".":
+            raise ValueError(f"name must be a plain name (letters, digits, '_', '-', '.'), got {self.name!r}")
+        if not isinstance(self.task, T.TaskConfig):
+            raise ValueError(f"task must be a task.TaskConfig, got {type(self.task).__name__}")
+        for name in ("model", "reward_model"):
+            if not isinstance(getattr(self, name), M.Config):
+                raise ValueError(f"{name} must be a transformer.model.Config, got {type(getattr(self, name)).__name__}")
+        V.flag("fast_compile", self.fast_compile)
         for name in ("corpus_per_prompt", "ref_steps", "ref_batch_size", "n_pairs", "steps", "batch_size"):
             V.integer(name, getattr(self, name), minimum=1)
         for name in ("reward_steps", "eval_samples", "log_every"):
@@ -112,6 +121,6 @@ def get(size: str | Size) -> Size:
     """A size by name (``toy``, ``small``, ``medium``, ``gpu``), or ``size`` itself if it is a ``Size``."""
     if isinstance(size, Size):
         return size
-    if size not in SIZES:
+    if not isinstance(size, str) or size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)} or a Size, got {size!r}")
     return SIZES[size]

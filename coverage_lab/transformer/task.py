@@ -168,12 +168,28 @@ def _check_indices(x_B, n_prompts: int, y_BxL=None, n_tokens: int | None = None)
 
 
 def _check_token_table(token_logp_XxV, x_B, y_BxL=None):
-    table = jnp.asarray(token_logp_XxV, jnp.float32)
-    if table.ndim != 2:
-        raise ValueError(f"token_logp_XxV must have shape (X, V), got {table.shape}")
+    table = check_token_logp(token_logp_XxV)
     if jnp.ndim(x_B) != 1 or (y_BxL is not None and (jnp.ndim(y_BxL) != 2 or jnp.shape(y_BxL)[0] != x_B.shape[0])):
         raise ValueError(f"x_B must have shape (B,) and y_BxL (B, L); got {jnp.shape(x_B)}, {jnp.shape(y_BxL)}")
     _check_indices(x_B, table.shape[0], y_BxL, table.shape[1])
+    return table
+
+
+def check_token_logp(token_logp_XxV):
+    """A per-position token table (corpus, ``mu``) as float32 (X, V); when concrete, checked to hold normalised
+    log-probabilities in each row (``-inf``: a token with no mass)."""
+    if V.is_concrete(token_logp_XxV):
+        h = V.array("token_logp_XxV", token_logp_XxV, finite=False)
+        if np.isposinf(h).any() or (h.ndim == 2 and not np.isfinite(h).any(-1).all()):
+            raise ValueError("token_logp_XxV must be log-probabilities: no +inf, a finite entry in every row")
+        if h.ndim == 2:
+            top = h.max(-1, keepdims=True)
+            log_total = top[:, 0] + np.log(np.exp(h - top).sum(-1))
+            if not np.allclose(log_total, 0.0, atol=1e-4):
+                raise ValueError(f"token_logp_XxV must be normalised (a row's log-sum-exp is {log_total.flat[0]:.3g})")
+    table = jnp.asarray(token_logp_XxV, jnp.float32)
+    if table.ndim != 2:
+        raise ValueError(f"token_logp_XxV must have shape (X, V), got {table.shape}")
     return table
 
 
@@ -204,6 +220,8 @@ def sequence_logp(token_logp_XxV, x_B, y_BxL):
 
 def sample_iid(key, token_logp_XxV, x_B, length: int):
     """Responses ``(B, length)`` with positions drawn i.i.d. from ``token_logp_XxV[x]`` (jit-able)."""
+    V.key("key", key)
+    length = V.integer("length", length, minimum=1)
     logits = _check_token_table(token_logp_XxV, x_B)[x_B]
     return jax.random.categorical(key, logits[:, None, :], shape=(x_B.shape[0], length)).astype(jnp.int32)
 
@@ -222,7 +240,7 @@ def sample_corpus(key, task: Task, per_prompt: int):
 
 def preference(task: Task, x_B, y_BxL, y2_BxL, temperature: float = 1.0):
     """Bradley–Terry ``P(y ≻ y' | x) = sigmoid((r*(x, y) - r*(x, y')) / temperature)``, shape (B,)."""
-    V.positive("temperature", temperature)
+    V.temperature("temperature", temperature)
     return jax.nn.sigmoid((gold_reward(task, x_B, y_BxL) - gold_reward(task, x_B, y2_BxL)) / temperature)
 
 
@@ -237,7 +255,7 @@ def sample_pairs(
     V.key("key", key)
     _check_task(task)
     n = V.integer("n", n, minimum=1)
-    V.positive("temperature", temperature)
+    V.temperature("temperature", temperature)
     mu = V.array("mu_token_logp_XxV", mu_token_logp_XxV, ndim=2, finite=False)
     V.shape("mu_token_logp_XxV", mu, task.corpus_logp_XxV.shape)
     V.prob_table("exp(mu_token_logp_XxV)", np.exp(mu))
