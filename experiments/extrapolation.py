@@ -36,10 +36,17 @@ from coverage_lab import coverage as C
 from coverage_lab import exact as E
 from coverage_lab import metrics as M
 from coverage_lab.simulation import run as run_compiled
+from experiments import check_setting, logged_steps, one_of, seed_ids
 
 INSTANCES = ("covered", "uncovered", "random")
 SETTINGS = [{"instance": name, "seeds": 10} for name in INSTANCES]
 SMOKE = [{"instance": name, "seeds": 3, "steps": 100} for name in ("covered", "uncovered")]
+KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
+    "instance": one_of(*INSTANCES),
+    "seeds": seed_ids,  # default 10
+    "steps": logged_steps(20),  # default STEPS; logged every steps // 20
+}
+REQUIRED = ("instance",)
 
 BETA = 0.25  # KL weight of J, DPO's beta and RLHF's beta
 R_MAX = 4.0  # bound of RLHF's reward model, r_hat in [0, R_MAX]: wide enough for every instance's reward range
@@ -81,6 +88,7 @@ def _pairs_without_ties(mu_XxY) -> np.ndarray:
 
 def run(setting: dict, key) -> pd.DataFrame:
     """DPO and RLHF on one instance; tidy rows (algorithm, seed, step, metric, value)."""
+    check_setting(__name__, setting, key)
     name = setting["instance"]
     k_env, k_run = jax.random.split(key)
     env, mu = instance(name, k_env)

@@ -32,6 +32,7 @@ from coverage_lab import algorithms as A
 from coverage_lab import jit, losses, plotting
 from coverage_lab.data import Batch
 from coverage_lab.policies import from_table
+from experiments import check_setting, each, integer, one_of
 
 N_RESPONSES = 20
 N_TILTS = 8
@@ -47,6 +48,26 @@ SMOKE = [
     {"part": "rloo", "seeds": 4, "replicates": 300, "ks": [2, 8]},
 ]
 ESTIMATORS = {"k1": losses.kl_k1, "k2": losses.kl_k2, "k3": losses.kl_k3}
+PARTS = {"estimators": ("n_samples",), "rloo": ("replicates", "ks")}  # each part's own keys, all required
+KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
+    "part": one_of(*PARTS),
+    "seeds": integer(1),  # default 10
+    "n_samples": integer(2),  # a standard deviation needs two samples
+    "replicates": integer(2),
+    "ks": each(integer(2)),  # RLOO leaves one sample out
+}
+REQUIRED = ("part",)
+
+
+def cross_check(setting: dict) -> None:
+    """The keys of the setting's part are there; those of the other part are not (they would be ignored)."""
+    part = setting["part"]
+    for other, keys in PARTS.items():
+        for k in keys:
+            if other == part and k not in setting:
+                raise ValueError(f"setting[{k!r}] is required by part {part!r}")
+            if other != part and k in setting:
+                raise ValueError(f"setting[{k!r}] is a setting of part {other!r}, not of part {part!r}")
 
 
 def problem(key) -> tuple[np.ndarray, np.ndarray]:
@@ -164,9 +185,8 @@ def run_rloo(setting: dict, key) -> pd.DataFrame:
 
 def run(setting: dict, key) -> pd.DataFrame:
     """Dispatch on ``setting["part"]``: ``estimators`` or ``rloo``."""
+    check_setting(__name__, setting, key)
     parts = {"estimators": run_estimators, "rloo": run_rloo}
-    if setting["part"] not in parts:
-        raise ValueError(f"part must be one of {sorted(parts)}, got {setting['part']!r}")
     return parts[setting["part"]](setting, key)
 
 

@@ -30,9 +30,11 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
+from coverage_lab import _validate as V
 from coverage_lab import algorithms, bandits, data, exact, losses, plotting
 from coverage_lab.coverage import pair_table
 from coverage_lab.simulation import simulate
+from experiments import check_setting, integer, logged_steps
 
 Y0 = 2  # the response the data never shows
 
@@ -41,6 +43,15 @@ SETTINGS = [
     {"beta": 1.0, "r_max": 1.0, "lam": 0.01, "n_eps": 15, "steps": 3000},
 ]
 SMOKE = [{"beta": 0.1, "r_max": 1.0, "lam": 0.01, "n_eps": 4, "steps": 500}]
+KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
+    "beta": V.positive,
+    "r_max": V.positive,
+    "lam": V.nonnegative,
+    "n_eps": integer(1),
+    "steps": logged_steps(1),
+    "seeds": integer(1),  # only for the CLI's --seeds, which sets it everywhere: the runs here are exact, one seed
+}
+REQUIRED = ("beta", "r_max", "lam", "n_eps", "steps")
 
 FAMILY_EPS = (1e-2, 1e-5, 1e-8)  # the eps values whose delta-family is written out
 DELTAS = np.concatenate([[0.0], np.logspace(-6, 0, 25)])
@@ -64,6 +75,7 @@ def _log(p):
 
 
 def run(setting: dict, key) -> pd.DataFrame:
+    check_setting(__name__, setting, key)
     beta, r_max, lam, steps = setting["beta"], setting["r_max"], setting["lam"], setting["steps"]
     eps_grid = np.logspace(-1, -8, setting["n_eps"])
     family_eps = {eps_grid[np.argmin(np.abs(np.log(eps_grid / e)))] for e in FAMILY_EPS}

@@ -28,14 +28,22 @@ import numpy as np
 import optax
 import pandas as pd
 
+from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
 from coverage_lab import bandits, plotting
 from coverage_lab import coverage as C
 from coverage_lab.simulation import simulate
+from experiments import check_setting, integer, logged_steps
 
 TILTS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 SETTINGS = [{"tilt": t, "seeds": 10} for t in TILTS]
 SMOKE = [{"tilt": -1.0, "seeds": 2, "steps": 100}, {"tilt": 1.0, "seeds": 2, "steps": 100}]
+KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
+    "tilt": V.number,
+    "seeds": integer(1),  # default 10
+    "steps": logged_steps(1),  # default STEPS
+}
+REQUIRED = ("tilt",)
 
 BETA = 0.25
 N_PROMPTS, N_RESPONSES, N_UNSEEN = 8, 12, 4
@@ -62,6 +70,7 @@ def instance(seed: int, tilt: float) -> tuple[bandits.TabularBandit, np.ndarray]
 
 def run(setting: dict, key) -> pd.DataFrame:
     """Exact tabular DPO by gradient descent on ``seeds`` instances at one ``tilt``; tidy rows."""
+    check_setting(__name__, setting, key)
     tilt = float(setting["tilt"])
     frames = []
     for i in range(setting.get("seeds", 10)):

@@ -50,10 +50,12 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
+from coverage_lab import _validate as V
 from coverage_lab import algorithms, bandits, coverage, exact, jit, metrics, plotting
 from coverage_lab import data as D
 from coverage_lab.policies import default_policy
 from coverage_lab.simulation import simulate, train_on_data
+from experiments import between, check_setting, each, integer, logged_steps, one_of
 
 SHAPE = (3, 8)  # prompts, responses; separation_map uses the same shape, so the compiled programs are shared
 N_GRID = (100, 300, 1000, 3000, 10_000, 30_000, 100_000)
@@ -82,6 +84,27 @@ SMOKE = [
     {**_SMOKE, "method": "rlhf", "mix": 0.0},
     {**_SMOKE, "method": "hypo", "mix": 0.0},
 ]
+METHODS = ("dpo", "ipo", "rlhf", "hypo")  # make_algorithm's names
+KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
+    "method": one_of(*METHODS),
+    "mix": between(0.0, 1.0),
+    "instance": integer(0),
+    "beta": V.positive,
+    "r_max": V.positive,
+    "lam": V.nonnegative,
+    "rare_max": between(0.0, 0.5, open_=True),  # two rare responses per prompt: their mass stays below 1
+    "rare_min": between(0.0, 0.5, open_=True),
+    "steps": integer(1),
+    "seeds": integer(1),
+    "n_grid": each(integer(1)),  # default: N_GRID
+}
+REQUIRED = tuple(k for k in KEYS if k != "n_grid")
+
+
+def cross_check(setting: dict) -> None:
+    """HyPO's population run (``simulate``) logs every ``steps // 20`` steps, which must divide ``steps``."""
+    if setting["method"] == "hypo":
+        logged_steps(1)("setting['steps']", setting["steps"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,6 +173,7 @@ def make_algorithm(method: str, beta: float, r_max: float = 1.0, lam: float = 0.
         "rlhf": lambda: algorithms.rlhf(beta, r_max),
         "hypo": lambda: algorithms.hypo(beta, lam),
     }
+    one_of(*factories)("method", method)
     return factories[method]()
 
 
@@ -180,6 +204,7 @@ def offline_mu(env, mix: float) -> np.ndarray:
 
 
 def run(setting: dict, key) -> pd.DataFrame:
+    check_setting(__name__, setting, key)
     beta, r_max, steps, seeds = setting["beta"], setting["r_max"], setting["steps"], setting["seeds"]
     env = instance(setting)
     mu = offline_mu(env, setting["mix"])

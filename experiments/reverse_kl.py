@@ -35,12 +35,14 @@ import numpy as np
 import optax
 import pandas as pd
 
+from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
 from coverage_lab import bandits, plotting
 from coverage_lab import coverage as C
 from coverage_lab import exact as E
 from coverage_lab import metrics as M
 from coverage_lab.simulation import run as run_compiled
+from experiments import check_setting, each, logged_steps, one_of, seed_ids
 from experiments.extrapolation import random_linear
 
 SETTINGS = [{"seeds": 5}]
@@ -54,6 +56,13 @@ N_PAIRS = 32
 N_PROMPTS, N_RESPONSES, DIM, N_DEFICIENT = 8, 50, 16, 10
 STEPS = 1000
 OPTIMIZER = optax.adam(0.02)  # one instance: every run shares the compiled program of its algorithm
+KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
+    "seeds": seed_ids,  # default 5
+    "steps": logged_steps(20),  # default STEPS; logged every steps // 20
+    "lams": each(V.nonnegative),  # HyPO's, default LAMS
+    "algorithms": each(one_of("dpo", "rlhf", "hypo")),  # default all three
+}
+REQUIRED = ()
 
 
 def instance(key) -> tuple[bandits.LinearBandit, np.ndarray]:
@@ -73,6 +82,7 @@ def validation_loss(logp_NxXxY, env, mu_XxY, beta) -> np.ndarray:
 
 def run(setting: dict, key) -> pd.DataFrame:
     """DPO, RLHF and HyPO over ``lams``; tidy rows with ``lam`` (NaN for DPO and RLHF), ``beta``, ``n_pairs``."""
+    check_setting(__name__, setting, key)
     k_env, k_run = jax.random.split(key)
     env, mu = instance(k_env)
     rho, pi_ref, reward = (np.asarray(a, np.float64) for a in (env.rho_X, env.pi_ref_XxY, env.reward_XxY))

@@ -42,7 +42,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
+from coverage_lab import _validate as V
 from coverage_lab import bandits, coverage, exact, metrics, plotting
+from experiments import check_setting, each, integer, one_of
 from experiments.rates import SHAPE, make_algorithm, sample_counts, train_on_counts
 
 METHODS = ("dpo", "ipo", "rlhf", "hypo")
@@ -51,6 +53,27 @@ SETTINGS = [{**_COMMON, "family": "tabular"}, {**_COMMON, "family": "linear"}]
 _SMOKE = {**_COMMON, "steps": 500, "seeds": 2, "n_instances": 1, "knobs": ("uniform", "tail_0.001", "deficient_2")}
 SMOKE = [{**_SMOKE, "family": "tabular"}, {**_SMOKE, "family": "linear", "methods": ("dpo", "rlhf")}]
 DIM = 4  # features of the linear instances
+TAILS, TEMPERATURES, DEFICIENT = (0.1, 0.01, 0.001), (0.5, 0.25), (1, 2, 4)  # the knobs' parameters
+KNOBS = (  # the names of knobs(env), in its order
+    "uniform",
+    "pi_ref",
+    *(f"tail_{t:g}" for t in TAILS),
+    *(f"temper_{t:g}" for t in TEMPERATURES),
+    *(f"deficient_{n}" for n in DEFICIENT),
+)
+KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
+    "family": one_of("tabular", "linear"),
+    "beta": V.positive,
+    "r_max": V.positive,
+    "lam": V.nonnegative,
+    "n_pairs": integer(1),
+    "steps": integer(1),
+    "seeds": integer(1),
+    "n_instances": integer(1),
+    "knobs": each(one_of(*KNOBS)),  # default: all of KNOBS
+    "methods": each(one_of(*METHODS)),  # default: METHODS
+}
+REQUIRED = ("family", "beta", "r_max", "lam", "n_pairs", "steps", "seeds", "n_instances")
 
 
 def make_instance(family: str, i: int, r_max: float):
@@ -68,11 +91,11 @@ def knobs(env) -> dict[str, np.ndarray]:
     pi_ref, reward = np.asarray(env.pi_ref_XxY), np.asarray(env.reward_XxY)
     best2 = np.argsort(np.argsort(-reward, axis=-1), axis=-1) < 2
     out = {"uniform": coverage.mixture(np.full_like(pi_ref, 1 / pi_ref.shape[-1]), pi_ref, 1.0), "pi_ref": pi_ref}
-    for t in (0.1, 0.01, 0.001):
+    for t in TAILS:
         out[f"tail_{t:g}"] = coverage.tail_mass(pi_ref, best2, t)
-    for temperature in (0.5, 0.25):
+    for temperature in TEMPERATURES:
         out[f"temper_{temperature:g}"] = coverage.temper(pi_ref, temperature)
-    for n in (1, 2, 4):
+    for n in DEFICIENT:
         out[f"deficient_{n}"] = coverage.deficient(pi_ref, n, reward)
     return out
 
@@ -87,6 +110,7 @@ def coefficients(env, mu, beta: float, r_max: float) -> dict[str, float]:
 
 
 def run(setting: dict, key) -> pd.DataFrame:
+    check_setting(__name__, setting, key)
     beta, r_max, seeds, n = setting["beta"], setting["r_max"], setting["seeds"], setting["n_pairs"]
     family = setting["family"]
     frames = []

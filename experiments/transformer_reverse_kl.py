@@ -32,6 +32,7 @@ from coverage_lab import algorithms as A
 from coverage_lab import plotting
 from coverage_lab.transformer import sizes as S
 from coverage_lab.transformer.run import simulate_many
+from experiments import check_setting, integer, one_of, seed_ids
 
 SETTINGS = [{"size": "small", "seeds": 3}]
 SMOKE = [{"size": "toy", "seeds": 2, "steps": 20}]
@@ -42,6 +43,22 @@ K = 4  # on-policy samples per prompt (HyPO and RLHF)
 LEARNING_RATE = 3e-3
 MU_RARE = 0.0  # mu never shows a rare token
 ALGORITHMS = ("dpo", "hypo", "rlhf")
+KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
+    "size": one_of(*S.SIZES),
+    "seeds": seed_ids,  # default 3
+    "steps": integer(1),  # default: the size's
+}
+REQUIRED = ("size",)
+
+
+def cross_check(setting: dict) -> None:
+    """``steps`` is a multiple of the size's logging interval."""
+    every = S.get(setting["size"]).log_every
+    if setting.get("steps", every) % every:
+        raise ValueError(
+            f"setting['steps'] must be a multiple of the {setting['size']} size's log_every ({every}), "
+            f"got {setting['steps']}"
+        )
 
 
 def algorithms(size: str) -> list[A.Algorithm]:
@@ -67,6 +84,7 @@ def run_algorithms(size: str, key, *, seeds: int, steps: int | None = None) -> p
 
 def run(setting: dict, key) -> pd.DataFrame:
     """DPO, HyPO and RLHF on ``setting["size"]``; tidy rows (``coverage_lab.transformer.run.simulate``)."""
+    check_setting(__name__, setting, key)
     return run_algorithms(setting["size"], key, seeds=setting.get("seeds", 3), steps=setting.get("steps"))
 
 

@@ -26,18 +26,22 @@ import numpy as np
 import pandas as pd
 
 from coverage_lab import plotting
+from experiments import check_setting
+from experiments import transformer_reverse_kl as figure
 from experiments.transformer_reverse_kl import kl_metric, run_algorithms
 
 # The settings are transformer_reverse_kl's, size for size: the same setting gives the same key, so the ``small``
 # row is the run of that figure, computed once per process (``run_algorithms`` remembers it).
 SETTINGS = [{"size": "small", "seeds": 3}, {"size": "medium", "seeds": 3}]
 SMOKE = [{"size": "toy", "seeds": 2, "steps": 20}]
+KEYS, REQUIRED, cross_check = figure.KEYS, figure.REQUIRED, figure.cross_check  # the same settings, the same checks
 
 COLUMNS = {"win_rate": "win rate vs π_ref", "rm_score": "RM score", "kl": "reverse KL", "gold_reward": "gold reward"}
 
 
 def run(setting: dict, key) -> pd.DataFrame:
     """DPO, HyPO and RLHF on ``setting["size"]``; tidy rows over training, with ``model_size``."""
+    check_setting(__name__, setting, key)
     size = setting["size"]
     df = run_algorithms(size, key, seeds=setting.get("seeds", 3), steps=setting.get("steps"))
     return df.assign(model_size=size)
