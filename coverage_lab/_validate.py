@@ -49,6 +49,20 @@ def prob_table(name: str, p, *, ndim: int | None = None, atol: float = PROB_ATOL
     return a
 
 
+def log_prob_table(name: str, logp, *, atol: float = 1e-4) -> np.ndarray:
+    """Checks that ``logp`` holds normalised log-probabilities over its last axis: no NaN or ``+inf`` (``-inf``: no
+    mass), a finite entry in every row, each row's log-sum-exp 0 within ``atol``; returns it as float64."""
+    a = array(name, logp, finite=False)
+    if a.ndim == 0 or np.isposinf(a).any() or not np.isfinite(a).any(-1).all():
+        raise ValueError(f"{name} must be log-probabilities over its last axis: no +inf, a finite entry in every row")
+    top = a.max(-1, keepdims=True)
+    log_total = top[..., 0] + np.log(np.exp(a - top).sum(-1))
+    if not np.allclose(log_total, 0.0, atol=atol, rtol=0):
+        worst = log_total.flat[np.argmax(np.abs(log_total))]
+        raise ValueError(f"{name} must be normalised log-probabilities (a row's log-sum-exp is {worst:.3g}, not 0)")
+    return a
+
+
 def positive(name: str, v) -> float:
     """Checks a strictly positive finite scalar (skipped for tracers)."""
     if not is_concrete(v):

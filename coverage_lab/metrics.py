@@ -94,12 +94,7 @@ def data_metrics(logp_NxXxY, data: Batch, n_prompts: int, n_responses: int) -> d
     log-sum-exp is 0); ``data.weight_B`` sums to 1, and rows of zero weight (padding) count for nothing."""
     x, y_w, y_l = pair_indices(data, n_prompts, n_responses)
     pi = _policies(logp_NxXxY, n_prompts, n_responses)
-    logp = np.asarray(logp_NxXxY, np.float64)
-    top = logp.max(-1, keepdims=True)
-    log_total = top[..., 0] + np.log(np.exp(logp - top).sum(-1))
-    if not np.allclose(log_total, 0.0, atol=1e-4):
-        worst = log_total.flat[np.argmax(np.abs(log_total))]
-        raise ValueError(f"logp_NxXxY must be normalised log-probabilities (a row's log-sum-exp is {worst:.3g})")
+    logp = V.log_prob_table("logp_NxXxY", logp_NxXxY)
     w = V.prob_table("data.weight_B", data.weight_B, ndim=1)
     chosen, rejected = (np.where(w > 0, logp[:, x, y], 0.0) for y in (y_w, y_l))  # 0 * -inf on padding rows: 0
     seen = np.zeros((n_prompts, n_responses), bool)

@@ -75,7 +75,8 @@ def run_algorithms(size: str, key, *, seeds: int, steps: int | None = None) -> p
 
     A pure function of its arguments, remembered for the process: ``transformer_table`` asks for this
     experiment's run again at the ``small`` size (about 20 s on the CPU) and gets a copy instead."""
-    memo = (size, tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()), seeds, steps)
+    ids = tuple(range(seeds)) if isinstance(seeds, (int, np.integer)) else tuple(int(s) for s in seeds)
+    memo = (size, tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()), ids, steps)
     if memo not in _RUNS:
         opts = dict(seeds=seeds, steps=steps, learning_rate=LEARNING_RATE, mu_rare=MU_RARE, rm_eval=True)
         _RUNS[memo] = simulate_many(size, algorithms(size), key=key, **opts)

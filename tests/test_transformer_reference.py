@@ -101,6 +101,24 @@ def test_a_damaged_cache_file_is_retrained_and_replaced(tmp_path, monkeypatch, t
     assert path.read_bytes() == good and [f.name for f in path.parent.iterdir()] == [path.name]  # no temp files
 
 
+def test_a_cache_that_cannot_be_written_warns_and_keeps_the_trained_weights(tmp_path, monkeypatch, trained):
+    monkeypatch.setattr(R, "train_reference", lambda size, key: trained)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(R.np, "savez", disk_full)
+    with pytest.warns(UserWarning, match="not cached.*No space left"):
+        params = R.reference_params("toy", key=jax.random.key(0), directory=tmp_path)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(trained[0]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not list((tmp_path / "reference").iterdir())  # no temporary file left behind
+
+
+def test_a_cached_reference_is_readable_by_other_users(tmp_path, trained):
+    assert R.save(trained[0], tmp_path / "toy.npz").stat().st_mode & 0o777 == 0o644
+
+
 def test_sft_objective_is_the_per_token_nll():
     task = T.make_task(TOY.task)
     policy = P.sequence_policy(task, TOY.model)

@@ -51,12 +51,7 @@ def exact_kl(logp_XxY, ref_logp_XxY):
     V.same_shape(logp_XxY=logp_XxY, ref_logp_XxY=ref_logp_XxY)
     for name, table in (("logp_XxY", logp_XxY), ("ref_logp_XxY", ref_logp_XxY)):
         if V.is_concrete(table):
-            h = V.array(name, table, finite=False)
-            if np.isposinf(h).any() or not np.isfinite(h).any(-1).all():
-                raise ValueError(f"{name} must be log-probabilities: no +inf, a finite entry in every row")
-            top = h.max(-1, keepdims=True)
-            if not np.allclose(top[:, 0] + np.log(np.exp(h - top).sum(-1)), 0.0, atol=1e-4):
-                raise ValueError(f"{name} must be normalised log-probabilities (rows log-sum-exp to 0)")
+            V.log_prob_table(name, table)
     logp, ref = jnp.asarray(logp_XxY), jnp.asarray(ref_logp_XxY)
     has_mass = ~jnp.isneginf(logp)
     term = jnp.where(jnp.isneginf(ref), jnp.inf, jnp.exp(logp) * (logp - ref))

@@ -134,19 +134,20 @@ def save(params, path: str | os.PathLike) -> Path:
     """Write a parameter pytree to ``path`` (``.npz``, one array per leaf path), atomically: through a temporary
     file of its own, so processes saving the same reference at once (``pytest -n``) do not collide."""
     path = Path(path)
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    arrays = {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise ValueError(f"cannot write the reference cache at {path.parent} ({err}); set COVERAGE_LAB_CACHE") from err
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    arrays = {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
-    try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would keep other users of a shared cache out
             np.savez(f, **arrays)
         os.replace(tmp, path)
+    except OSError as err:
+        raise ValueError(f"cannot write the reference cache at {path} ({err}); set COVERAGE_LAB_CACHE") from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     return path
 

@@ -179,14 +179,7 @@ def check_token_logp(token_logp_XxV):
     """A per-position token table (corpus, ``mu``) as float32 (X, V); when concrete, checked to hold normalised
     log-probabilities in each row (``-inf``: a token with no mass)."""
     if V.is_concrete(token_logp_XxV):
-        h = V.array("token_logp_XxV", token_logp_XxV, finite=False)
-        if np.isposinf(h).any() or (h.ndim == 2 and not np.isfinite(h).any(-1).all()):
-            raise ValueError("token_logp_XxV must be log-probabilities: no +inf, a finite entry in every row")
-        if h.ndim == 2:
-            top = h.max(-1, keepdims=True)
-            log_total = top[:, 0] + np.log(np.exp(h - top).sum(-1))
-            if not np.allclose(log_total, 0.0, atol=1e-4):
-                raise ValueError(f"token_logp_XxV must be normalised (a row's log-sum-exp is {log_total.flat[0]:.3g})")
+        V.log_prob_table("token_logp_XxV", token_logp_XxV)
     table = jnp.asarray(token_logp_XxV, jnp.float32)
     if table.ndim != 2:
         raise ValueError(f"token_logp_XxV must have shape (X, V), got {table.shape}")
