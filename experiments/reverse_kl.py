@@ -46,7 +46,7 @@ from experiments import check_setting, each, logged_steps, one_of, seed_ids
 from experiments.extrapolation import random_linear
 
 SETTINGS = [{"seeds": 5}]
-SMOKE = [{"seeds": 3, "steps": 200, "lams": [0.3], "algorithms": ["dpo", "hypo"]}]
+SMOKE = [{"seeds": 3, "steps": 200, "lams": [0.3], "algorithms": ["dpo", "rlhf", "hypo"]}]
 
 BETA = 0.5  # pi* stays near pi_ref (KL(pi*||pi_ref) about 1.4 here): a KL far above that is overfitting
 LAMS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)

@@ -105,6 +105,17 @@ def test_reverse_kl_dpo_ends_far_above_hypo(smoke):
     assert (dpo.iloc[:, -1] > dpo[mid]).all()  # still climbing in the second half
 
 
+def test_reverse_kl_rlhf_stays_in_its_kl_ball_below_dpo(smoke):
+    """SPEC §4.3: with a reward model bounded in [0, R_max], RLHF's KL never leaves R_max/beta, whatever the data;
+    here it also ends below offline DPO's on every seed."""
+    from experiments import reverse_kl as m
+
+    _, df = smoke("reverse_kl")
+    rlhf, dpo = _series(df, algorithm="rlhf", metric="kl"), _series(df, algorithm="dpo", metric="kl")
+    assert (rlhf.to_numpy() <= m.R_MAX / m.BETA).all()
+    assert (rlhf.iloc[:, -1] < dpo.iloc[:, -1]).all(), (rlhf.iloc[:, -1], dpo.iloc[:, -1])
+
+
 def test_reverse_kl_validation_loss_is_log2_at_the_reference():
     import jax
 
