@@ -4,6 +4,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -36,6 +38,19 @@ def insert_after_function(source: str, name: str, code: str) -> str:
     return source[:end] + "\n\n\n" + code.rstrip() + source[end:]
 
 
+def _before_the_example(path: Path, root: Path) -> str:
+    """``path``'s text, or, if a reader has already followed the worked example in this checkout (``hinge`` is
+    defined), the committed version (``git show HEAD:...``), so ``make test`` still passes after the first hour."""
+    text = path.read_text()
+    if "def hinge(" not in text:
+        return text
+    rel = path.relative_to(path.parents[1]).as_posix()  # coverage_lab/<name>.py
+    shown = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=root, capture_output=True, text=True, timeout=30)
+    if shown.returncode or "def hinge(" in shown.stdout:
+        pytest.skip("the worked example is already part of this checkout's coverage_lab")
+    return shown.stdout
+
+
 def test_the_worked_example_works_when_followed_literally(tmp_path):
     """Apply the README's three steps to a copy of the package, then run its new test and ruff."""
     import shutil
@@ -48,8 +63,8 @@ def test_the_worked_example_works_when_followed_literally(tmp_path):
         shutil.copytree(root / package, clone / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(root / "pyproject.toml", clone)
     losses_py, algorithms_py = clone / "coverage_lab" / "losses.py", clone / "coverage_lab" / "algorithms.py"
-    losses_py.write_text(insert_after_function(losses_py.read_text(), "ipo", loss_code))
-    algorithms_py.write_text(insert_after_function(algorithms_py.read_text(), "ipo", algo_code))
+    losses_py.write_text(insert_after_function(_before_the_example(losses_py, root), "ipo", loss_code))
+    algorithms_py.write_text(insert_after_function(_before_the_example(algorithms_py, root), "ipo", algo_code))
     (clone / "tests" / "test_hinge.py").write_text(test_code)
     env = {"PYTHONPATH": str(clone), "PATH": "/usr/bin:/bin"}
     res = subprocess.run(
