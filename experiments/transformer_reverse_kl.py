@@ -8,8 +8,11 @@ unseen text is worse than what the corpus shows. Every algorithm of a seed sees 
 setting), constant-step Adam, ``BETA = 0.1`` throughout.
 
 - DPO: its implicit reward ``beta log(pi/pi_ref)`` is unbounded; on a finite dataset it keeps widening the
-  margins, lowering the likelihood of chosen and rejected responses alike, and the mass flows to responses the
-  data never shows.
+  margins, lowering the likelihood of chosen and rejected responses alike, and the policy drifts far from
+  ``pi_ref``. Where the mass goes is measured, not assumed: in the committed ``small`` run DPO's mass on responses
+  ``mu`` never shows (``ood_mass_mc``) *falls* (0.41 to 0.31, median over seeds) while HyPO's rises (to 0.51),
+  with more bad rare tokens (``bad_token_rate`` 0.061 to 0.084; DPO's stays at 0.060). HyPO's lower KL is a
+  smaller move overall, not less mass on unseen text.
 - HyPO (Algorithm 1): the same DPO term plus ``LAM * KL(pi || pi_ref)`` estimated by RLOO on ``K`` unlabelled
   samples per prompt from the current policy. ``LAM`` is fixed (chosen once on the ``small`` size, see the
   module constant), not tuned per run.
