@@ -166,13 +166,11 @@ def _scalar(name: str, v) -> float:
 def key(name: str, k) -> jax.Array:
     """Checks one JAX PRNG key: a typed key (``jax.random.key``, shape ``()``) or a raw ``uint32[2]`` one
     (``PRNGKey``); a batch of keys (``jax.random.split(key, n)``) is refused."""
-    if isinstance(k, jax.Array) and (
-        (jnp.issubdtype(k.dtype, jax.dtypes.prng_key) and k.shape == ()) or (k.dtype == jnp.uint32 and k.shape == (2,))
-    ):
-        return k
     typed = isinstance(k, jax.Array) and jnp.issubdtype(k.dtype, jax.dtypes.prng_key)
-    raw = isinstance(k, jax.Array) and k.dtype == jnp.uint32 and k.ndim > 1 and k.shape[-1] == 2
-    if (typed and k.ndim > 0) or raw:
+    raw = isinstance(k, jax.Array) and k.dtype == jnp.uint32 and k.shape[-1:] == (2,)
+    if (typed and k.ndim == 0) or (raw and k.ndim == 1):
+        return k
+    if typed or raw:
         raise ValueError(f"{name} must be a single JAX PRNG key, got a batch of keys of shape {k.shape}")
     raise ValueError(f"{name} must be a JAX PRNG key such as jax.random.key(0), got {k!r}")
 

@@ -27,7 +27,7 @@ from coverage_lab._compile import jit
 from coverage_lab.bandits import LinearBandit, TabularBandit, check_bandit, preference_table
 from coverage_lab.coverage import pair_table
 from coverage_lab.policies import Policy, RewardModel, bounded_reward_model, default_policy
-from coverage_lab.train import fit
+from coverage_lab.train import check_optimizer, fit
 
 
 class Run(NamedTuple):
@@ -330,7 +330,6 @@ def train_on_data(
     """
     check_bandit(env)
     _check_hp(algorithm, hp)
-    V.flag("exact", exact)
     V.key("key", key)
     V.key("rm_key", rm_key)
     D.check_batch(data)
@@ -352,8 +351,8 @@ def train_on_data(
 
 
 def _check_optimizer(optimizer) -> None:
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    if optimizer is not None:  # None: default_optimizer
+        check_optimizer(optimizer)
 
 
 def _check_hp(algorithm: A.Algorithm, hp) -> None:

@@ -43,6 +43,12 @@ def make_step(
     return step
 
 
+def check_optimizer(optimizer) -> None:
+    """Raises a ValueError unless ``optimizer`` is an optax gradient transformation (``optax.adam(...)``, a chain)."""
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+
+
 def fit(
     objective: Objective,
     params,
@@ -80,8 +86,7 @@ def fit(
         raise ValueError(f"objective must be a function (params, batch, key) -> (loss, metrics), got {objective!r}")
     check_batch(data)
     V.key("key", key)
-    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
-        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {optimizer!r}")
+    check_optimizer(optimizer)
     steps = V.integer("steps", steps, minimum=1)
     batch_size = data.size if batch_size is None else V.integer("batch_size", batch_size, minimum=1)
     k_data, k_obj = jax.random.split(key)

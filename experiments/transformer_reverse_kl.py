@@ -9,10 +9,9 @@ setting), constant-step Adam, ``BETA = 0.1`` throughout.
 
 - DPO: its implicit reward ``beta log(pi/pi_ref)`` is unbounded; on a finite dataset it keeps widening the
   margins, lowering the likelihood of chosen and rejected responses alike, and the policy drifts far from
-  ``pi_ref``. Where the mass goes is measured, not assumed: in the committed ``small`` run DPO's mass on responses
-  ``mu`` never shows (``ood_mass_mc``) *falls* (0.41 to 0.31, median over seeds) while HyPO's rises (to 0.51),
-  with more bad rare tokens (``bad_token_rate`` 0.061 to 0.084; DPO's stays at 0.060). HyPO's lower KL is a
-  smaller move overall, not less mass on unseen text.
+  ``pi_ref``. Where the mass goes is measured, not assumed (``ood_mass_mc``, ``bad_token_rate`` in the CSV): in
+  the committed ``small`` run DPO's mass on responses ``mu`` never shows falls while HyPO's rises, with more bad
+  rare tokens, so HyPO's lower KL is a smaller move overall, not less mass on unseen text (README, Reproductions).
 - HyPO (Algorithm 1): the same DPO term plus ``LAM * KL(pi || pi_ref)`` estimated by RLOO on ``K`` unlabelled
   samples per prompt from the current policy. ``LAM`` is fixed (chosen once on the ``small`` size, see the
   module constant), not tuned per run.

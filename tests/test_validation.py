@@ -409,7 +409,8 @@ def test_bfloat16_log_probabilities_and_stacked_environments_are_taken():
     assert losses.dpo(half, half, half, half, 0.1).dtype == jax.numpy.bfloat16
     env_lin, _ = bandits.linear_extrapolation()
     stacked = jax.tree.map(lambda *a: np.stack(a), *[env_lin] * 3)  # a batch of environments, one per row
-    assert bandits.LinearBandit(*(getattr(stacked, f) for f in ("rho_X", "phi_XxYxD", "theta_star_D", "theta_ref_D")))
+    fields = (getattr(stacked, f) for f in ("rho_X", "phi_XxYxD", "theta_star_D", "theta_ref_D"))
+    assert bandits.LinearBandit(*fields).phi_XxYxD.shape == (3, 1, 3, 2)  # built (vmapped over its rows later)
     A.check_hparams(A.hypo(), {"beta": 0.1, "lam": np.array([0.0, 0.1, 1.0])})  # a sweep's values
 
 
