@@ -73,6 +73,38 @@ def loglog_fit(n, err) -> tuple[float, float, float]:
     return res.slope, res.slope - t * res.stderr, res.slope + t * res.stderr
 
 
+def loglog_fit_seeds(n, err, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Slope of ``log mean(err)`` on ``log n`` with a 95% interval over seeds: ``(slope, lo, hi)``.
+
+    ``n`` and ``err`` are one row per run (several runs, i.e. seeds, at each ``n``). The slope is the least-squares
+    fit to the per-``n`` means (as :func:`loglog_fit`); the interval is the 2.5–97.5% percentile range of the same
+    fit over ``n_boot`` resamplings of each ``n``'s runs with replacement (a seed bootstrap, drawn from
+    ``numpy.random.default_rng(seed)``), so it carries the spread between seeds that a fit to the means alone
+    ignores. Every ``err`` must be positive and finite; at least 3 distinct ``n``, each with at least 2 runs.
+    """
+    n, err = np.asarray(n, float), np.asarray(err, float)
+    if n.ndim != 1 or n.shape != err.shape:
+        raise ValueError(f"n and err must be 1-D of the same length, got shapes {n.shape} and {err.shape}")
+    if not (np.isfinite(n) & (n > 0)).all():
+        raise ValueError("n must be positive and finite")
+    if not (np.isfinite(err) & (err > 0)).all():
+        raise ValueError("err must be positive and finite (a log-log fit)")
+    if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 100:
+        raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    levels = np.unique(n)
+    groups = [err[n == level] for level in levels]
+    if levels.size < 3 or min(g.size for g in groups) < 2:
+        sizes = {float(level): g.size for level, g in zip(levels, groups, strict=True)}
+        raise ValueError(f"err needs at least 3 distinct n with at least 2 runs each, got runs per n {sizes}")
+    x = np.log(levels) - np.log(levels).mean()
+    rng = np.random.default_rng(seed)
+    means = np.stack([g[rng.integers(0, g.size, (n_boot, g.size))].mean(-1) for g in groups], axis=-1)
+    boot = np.log(means) @ x / (x @ x)  # (n_boot,) least-squares slopes
+    slope = float(np.log([g.mean() for g in groups]) @ x / (x @ x))
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return slope, float(lo), float(hi)
+
+
 def save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ until the step budget runs out. With rare responses at every scale, at every N s
 so DPO's *expected* suboptimality does not converge although its median does. RLHF's reward is bounded
 (``pi/pi_ref <= e^{R_max/beta}``) and HyPO's KL term holds such a response near ``pi_ref``. Curves are means over
 seeds (the expectation the bounds are about) with 10–90% quantile bands; slopes are fitted to the means.
+Under partial coverage (``mix = 0``) DPO, RLHF and HyPO are trained on the same datasets, seed for seed (one
+setting, ``methods``), so their curves differ by the method alone.
 
 The sampled version, with the optimisation error removed as far as possible:
 
@@ -38,8 +40,9 @@ What is measured: ``J(pi*) - J(pi) = beta E_x KL(pi || pi*)`` (the KL-regularise
 unregularised reward gap ``|E_pi r* - E_pi* r*|``. The paper's bound is ``O(C/sqrt(N))`` for the former; because
 the regularised objective is strongly concave in the log-ratio, the former is quadratic in the estimation
 error and falls like ``1/N`` once DPO's estimates are accurate (cf. Zhao et al., arXiv:2411.04625), while the
-first-order reward gap shows the ``1/sqrt(N)`` rate. Fitted slopes with 95% intervals are from
-``plotting.loglog_fit`` on the per-N means. Runs whose empirical DPO minimiser is at infinity depend on ``steps``.
+first-order reward gap shows the ``1/sqrt(N)`` rate. Slopes are fitted to the per-N means, their 95% intervals
+by a bootstrap over seeds (``plotting.loglog_fit_seeds``). Runs whose empirical DPO minimiser is at infinity
+depend on ``steps``.
 """
 
 from __future__ import annotations
@@ -69,24 +72,18 @@ _COMMON = {
     "steps": 2000,
     "seeds": 8,
 }
+# One setting per coverage level; the methods of a setting train on the same datasets (a paired comparison).
 SETTINGS = [
-    {**_COMMON, "method": "dpo", "mix": 1.0},
-    {**_COMMON, "method": "dpo", "mix": 0.1},
-    {**_COMMON, "method": "dpo", "mix": 0.01},
-    {**_COMMON, "method": "dpo", "mix": 0.0},
-    {**_COMMON, "method": "rlhf", "mix": 0.0},
-    {**_COMMON, "method": "hypo", "mix": 0.0},
+    {**_COMMON, "mix": 1.0, "methods": ["dpo"]},
+    {**_COMMON, "mix": 0.1, "methods": ["dpo"]},
+    {**_COMMON, "mix": 0.01, "methods": ["dpo"]},
+    {**_COMMON, "mix": 0.0, "methods": ["dpo", "rlhf", "hypo"]},
 ]
 _SMOKE = {**_COMMON, "seeds": 8, "n_grid": (300, 1000, 3000, 10_000, 30_000, 100_000)}
-SMOKE = [
-    {**_SMOKE, "method": "dpo", "mix": 1.0},
-    {**_SMOKE, "method": "dpo", "mix": 0.0},
-    {**_SMOKE, "method": "rlhf", "mix": 0.0},
-    {**_SMOKE, "method": "hypo", "mix": 0.0},
-]
+SMOKE = [{**_SMOKE, "mix": 1.0, "methods": ["dpo"]}, {**_SMOKE, "mix": 0.0, "methods": ["dpo", "rlhf", "hypo"]}]
 METHODS = ("dpo", "ipo", "rlhf", "hypo")  # make_algorithm's names
 KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
-    "method": one_of(*METHODS),
+    "methods": each(one_of(*METHODS)),  # trained on the same datasets
     "mix": between(0.0, 1.0),
     "instance": integer(0),
     "beta": V.positive,
@@ -102,8 +99,11 @@ REQUIRED = tuple(k for k in KEYS if k != "n_grid")
 
 
 def cross_check(setting: dict) -> None:
-    """HyPO's population run (``simulate``) logs every ``steps // 20`` steps, which must divide ``steps``."""
-    if setting["method"] == "hypo":
+    """HyPO's population run (``simulate``) logs every ``steps // 20`` steps, which must divide ``steps``; each
+    method once."""
+    if len(set(setting["methods"])) != len(setting["methods"]):
+        raise ValueError(f"setting['methods'] must not repeat a method, got {setting['methods']!r}")
+    if "hypo" in setting["methods"]:
         logged_steps(1)("setting['steps']", setting["steps"])
 
 
@@ -204,6 +204,8 @@ def offline_mu(env, mix: float) -> np.ndarray:
 
 
 def run(setting: dict, key) -> pd.DataFrame:
+    """Each of ``setting["methods"]`` trained on the same datasets: ``seeds`` draws of ``N`` labelled pairs from
+    ``mu`` for every ``N`` (a draw depends on ``key``, ``N`` and the seed, not on the method)."""
     check_setting(__name__, setting, key)
     beta, r_max, steps, seeds = setting["beta"], setting["r_max"], setting["steps"], setting["seeds"]
     env = instance(setting)
@@ -211,48 +213,50 @@ def run(setting: dict, key) -> pd.DataFrame:
     rho, pi_ref, reward = env.rho_X, env.pi_ref_XxY, env.reward_XxY
     pi_star = exact.optimal_policy(reward, pi_ref, beta)
     reward_star = float(rho @ (pi_star * reward).sum(-1))
-    alg = make_algorithm(setting["method"], beta, r_max, setting["lam"])
     n_grid = list(setting.get("n_grid", N_GRID))
     ns = [n for n in n_grid for _ in range(seeds)]
     seed_ids = [s for _ in n_grid for s in range(seeds)]
     keys = [jax.random.fold_in(jax.random.fold_in(key, n), s) for n, s in zip(ns, seed_ids, strict=True)]
-    logp = train_on_samples(env, alg, mu, ns, keys, steps=steps)
-    m = metrics.policy_metrics(logp, env, beta=beta, mu_XxY=mu)
-    values = {"suboptimality": m["suboptimality"], "reward_gap": np.abs(m["reward"] - reward_star), "kl": m["kl"]}
-    frames = [
-        pd.DataFrame(
-            {"algorithm": alg.name, "seed": seed_ids, "step": steps, "metric": name, "value": v, "n_pairs": ns}
-        )
-        for name, v in values.items()
-    ]
-    if alg.name == "hypo":  # the fixed-lam bias: HyPO's population solution
-        pop = simulate(
-            env, alg, mu=mu, n_pairs=None, steps=steps, seeds=1, key=key, metrics=("suboptimality", "reward", "kl")
-        )
-        last = pop[pop["step"] == steps].set_index("metric")["value"]
-        pop_values = {
-            "suboptimality": last["suboptimality"],
-            "reward_gap": abs(last["reward"] - reward_star),
-            "kl": last["kl"],
-        }
-        frames.append(
+    counts = sample_counts(env, mu, ns, keys)  # every method's data
+    frames = []
+    for method in setting["methods"]:
+        alg = make_algorithm(method, beta, r_max, setting["lam"])
+        logp = train_on_counts(env, alg, counts, keys, steps=steps)
+        m = metrics.policy_metrics(logp, env, beta=beta, mu_XxY=mu)
+        values = {"suboptimality": m["suboptimality"], "reward_gap": np.abs(m["reward"] - reward_star), "kl": m["kl"]}
+        frames += [
             pd.DataFrame(
-                {
-                    "algorithm": alg.name,
-                    "seed": 0,
-                    "step": steps,
-                    "metric": [f"{k}_population" for k in pop_values],
-                    "value": list(pop_values.values()),
-                    "n_pairs": np.nan,
-                }
+                {"algorithm": alg.name, "seed": seed_ids, "step": steps, "metric": name, "value": v, "n_pairs": ns}
             )
-        )
+            for name, v in values.items()
+        ]
+        if alg.name == "hypo":  # the fixed-lam bias: HyPO's population solution
+            frames.append(_population(env, alg, mu, steps, key, reward_star))
     df = pd.concat(frames, ignore_index=True)
     radius = coverage.kl_radius(r_max, beta)
     df["c_glo"] = coverage.global_coverage(mu, rho)
     df["c_kl"] = coverage.kl_ball_coefficient(pi_ref, mu, rho, radius)
     df["c_pistar"] = coverage.single_policy_coverage(pi_star, mu, rho)
     return df
+
+
+def _population(env, alg, mu, steps, key, reward_star) -> pd.DataFrame:
+    """``alg``'s population solution (exact data and expectations): rows ``<metric>_population``."""
+    pop = simulate(
+        env, alg, mu=mu, n_pairs=None, steps=steps, seeds=1, key=key, metrics=("suboptimality", "reward", "kl")
+    )
+    last = pop[pop["step"] == steps].set_index("metric")["value"]
+    values = {"suboptimality": last["suboptimality"], "reward_gap": abs(last["reward"] - reward_star), "kl": last["kl"]}
+    return pd.DataFrame(
+        {
+            "algorithm": alg.name,
+            "seed": 0,
+            "step": steps,
+            "metric": [f"{k}_population" for k in values],
+            "value": list(values.values()),
+            "n_pairs": np.nan,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,11 +271,17 @@ def curves(df: pd.DataFrame):
 
 
 def slopes(df: pd.DataFrame, metric: str = "suboptimality") -> dict:
-    """Fitted log-log slope ``(slope, lo, hi)`` of the seed mean of ``metric`` against N, per ``(algorithm, mix)``."""
+    """Fitted log-log slope ``(slope, lo, hi)`` of the seed mean of ``metric`` against N, per ``(algorithm, mix)``;
+    the 95% interval is a bootstrap over seeds (``plotting.loglog_fit_seeds``), or with one seed per N the
+    regression's interval on the means (``plotting.loglog_fit``)."""
     out = {}
     for alg, mix, g in curves(df):
-        mean = g[(g["metric"] == metric) & g["n_pairs"].notna()].groupby("n_pairs")["value"].mean()
-        out[(alg, mix)] = plotting.loglog_fit(mean.index, mean.values)
+        runs = g[(g["metric"] == metric) & g["n_pairs"].notna()]
+        if runs.groupby("n_pairs").size().min() < 2:  # one seed (``--seeds 1``): the regression's own interval
+            mean = runs.groupby("n_pairs")["value"].mean()
+            out[(alg, mix)] = plotting.loglog_fit(mean.index, mean.values)
+        else:
+            out[(alg, mix)] = plotting.loglog_fit_seeds(runs["n_pairs"].to_numpy(), runs["value"].to_numpy())
     return out
 
 
@@ -325,7 +335,8 @@ def plot(df: pd.DataFrame):
         ax.legend(fontsize=6.5, loc="lower left")
     beta = df["beta"].iloc[0]
     axes[0].set_title(
-        f"Regularised suboptimality vs N (beta={beta:g})\nmean over seeds, 10-90% band, slopes of the means (95% CI)"
+        f"Regularised suboptimality vs N (beta={beta:g})\n"
+        "mean over seeds, 10-90% band; slopes of the means, 95% seed bootstrap"
     )
     axes[1].set_title("Unregularised reward gap vs N\n(first order in the error: the paper's N^-1/2)")
     fig.suptitle("Rates (arXiv:2406.01462): DPO needs global coverage, RLHF and HyPO only partial coverage")
