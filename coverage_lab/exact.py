@@ -115,6 +115,40 @@ def rlhf_policy(reward_hat_XxY, pi_ref_XxY, beta, r_max=None) -> np.ndarray:
     return np.exp(_log_tilt(_log(pi_ref), r_hat, V.positive("beta", beta)))
 
 
+MAX_KL_RESPONSES = 20  # rlhf_max_kl enumerates 2^Y subsets of a prompt's responses
+
+
+def rlhf_max_kl(pi_ref_XxY, rho_X, beta, r_max) -> float:
+    """The largest reverse KL of RLHF's policy over every reward in ``[0, r_max]``: ``max_r E_x KL(pi_r || pi_ref)``
+    with ``pi_r`` = :func:`rlhf_policy` ``(r)``, exactly.
+
+    Per prompt and response, with ``s = r(y)/beta``, ``dKL/ds = pi_r(y) (s - E_{pi_r} s)``; the centred value
+    ``s - E_{pi_r} s`` increases through every zero (its derivative there is ``1 - pi_r(y) > 0``), so the KL falls
+    then rises along each coordinate and is largest at an end: at a vertex ``r = r_max 1_S``, ``S`` a set of
+    responses. There the KL depends only on ``q = pi_ref(S|x)``: ``p a - log(q e^a + 1 - q)``, ``a = r_max/beta``,
+    ``p = q e^a / (q e^a + 1 - q)`` (a Bernoulli ``KL(p || q)``). The maximum is over the ``2^Y`` subset masses of
+    each prompt (``Y <= MAX_KL_RESPONSES``), each prompt on its own, and is at most ``r_max/beta`` (SPEC §4.3).
+    """
+    pi_ref = _pi_ref(pi_ref_XxY)
+    rho = _rho(rho_X, pi_ref)
+    a = V.positive("r_max", r_max) / V.positive("beta", beta)
+    if pi_ref.shape[1] > MAX_KL_RESPONSES:
+        raise ValueError(
+            f"pi_ref_XxY has {pi_ref.shape[1]} responses; rlhf_max_kl enumerates subsets of at most {MAX_KL_RESPONSES}"
+        )
+    best = np.empty(pi_ref.shape[0])
+    for x, row in enumerate(pi_ref):
+        q = np.zeros(1)
+        for p in row[row > 0]:
+            q = np.concatenate([q, q + p])
+        q = np.clip(q, 0.0, 1.0)  # subset masses (float sums may pass 1)
+        log_qa = np.log(q, where=q > 0, out=np.full_like(q, -np.inf)) + a
+        with np.errstate(divide="ignore"):  # log1p(-1) = -inf: every response in S
+            log_z = np.logaddexp(log_qa, np.log1p(-q))
+        best[x] = max(float(np.max(np.exp(log_qa - log_z) * a - log_z)), 0.0)
+    return _expect(rho, best)
+
+
 def kl_per_prompt(pi_XxY, pi_ref_XxY) -> np.ndarray:
     """Per-prompt reverse KL ``KL(pi(.|x) || pi_ref(.|x)) = sum_y pi log(pi/pi_ref)``.
 

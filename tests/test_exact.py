@@ -1,5 +1,7 @@
 """Tests for coverage_lab.exact: closed forms against brute force, invariants, and SPEC §4.2's solution set."""
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -94,6 +96,54 @@ def test_rlhf_policy_stays_in_the_kl_ball(seed, beta, r_max):
     np.testing.assert_allclose(pi, exact.optimal_policy(r_hat, pi_ref, beta))
     assert (pi / pi_ref <= np.exp(r_max / beta) * (1 + 1e-9)).all()
     assert (exact.kl_per_prompt(pi, pi_ref) <= r_max / beta + 1e-9).all()
+
+
+@given(seeds, st.floats(0.05, 5.0), st.floats(0.1, 5.0), st.booleans())
+def test_rlhf_max_kl_is_the_largest_over_every_bounded_reward(seed, beta, r_max, zeros):
+    """Exact: equal to the brute-force maximum over the vertices {0, r_max}^Y, above the KL of any reward in the box
+    (random interior points and a coordinate search from them), and inside the ball KL <= r_max / beta."""
+    _, rho, pi_ref, _, _ = _random_tables(seed, X=2, Y=4, zeros=zeros)
+    top = exact.rlhf_max_kl(pi_ref, rho, beta, r_max)
+
+    def kl(r):
+        return exact.reverse_kl(exact.rlhf_policy(r, pi_ref, beta, r_max=r_max), pi_ref, rho)
+
+    per_prompt = [
+        max(exact.kl_per_prompt(exact.rlhf_policy(np.array([v]), pi_ref[[x]], beta), pi_ref[[x]])[0] for v in verts)
+        for x, verts in enumerate([list(itertools.product([0.0, r_max], repeat=4))] * 2)
+    ]
+    assert top == pytest.approx(float(rho @ np.array(per_prompt)), rel=1e-9, abs=1e-12)
+    assert top <= r_max / beta * (1 + 1e-12)
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        r = rng.uniform(0, r_max, pi_ref.shape)
+        for x, y in itertools.product(range(2), range(4)):  # a coordinate search: the best of 9 levels
+            levels = np.linspace(0, r_max, 9)
+            r[x, y] = levels[
+                np.argmax([kl(np.where((np.arange(2)[:, None] == x) & (np.arange(4) == y), v, r)) for v in levels])
+            ]
+        assert kl(r) <= top + 1e-9
+
+
+def test_rlhf_max_kl_on_the_counterexample_and_its_checks():
+    env, _ = bandits.counterexample(1e-3)
+    pi_ref, rho = np.asarray(env.pi_ref_XxY), np.asarray(env.rho_X)
+    # no reward on a grid of 11 levels per response does better than the best vertex
+    levels = np.linspace(0.0, 1.0, 11)
+    grid = max(
+        exact.reverse_kl(exact.rlhf_policy(np.array([r]), pi_ref, 0.5, r_max=1.0), pi_ref, rho)
+        for r in itertools.product(levels, repeat=3)
+    )
+    assert exact.rlhf_max_kl(pi_ref, rho, 0.5, 1.0) == pytest.approx(grid, rel=1e-12)
+    for call, name in (
+        (lambda: exact.rlhf_max_kl(pi_ref, rho, -1.0, 1.0), "beta"),
+        (lambda: exact.rlhf_max_kl(pi_ref, rho, 1.0, 0.0), "r_max"),
+        (lambda: exact.rlhf_max_kl(pi_ref, rho[:0], 1.0, 1.0), "rho_X"),
+        (lambda: exact.rlhf_max_kl(pi_ref * 2, rho, 1.0, 1.0), "pi_ref_XxY"),
+        (lambda: exact.rlhf_max_kl(np.full((1, 21), 1 / 21), [1.0], 1.0, 1.0), "pi_ref_XxY"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            call()
 
 
 @given(seeds, st.floats(1e-3, 10.0), st.booleans())
