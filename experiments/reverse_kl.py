@@ -17,9 +17,12 @@ arXiv:2406.01462, Figure 1 (SPEC §5), in miniature. Instance: as ``bandits.rand
 
 Choosing ``lam``: HyPO is run for every ``lam`` in ``LAMS`` (traced, one compiled program) and the figure's
 curve is the ``lam`` with the lowest *validation DPO loss* at the end of training: the population DPO loss on
-``mu``'s labelled pairs, i.e. an infinitely large held-out split of the same offline data. That rule uses
-neither the true reward off the data nor the KL, so it does not pick ``lam`` for the property the figure
-shows; the last panels show the whole sweep, so the choice can be checked. Where that loss is flat over
+``mu``'s labelled pairs, i.e. an infinitely large held-out split of the same offline data. The rule is applied
+on selection seeds of their own (``split = "select"`` in the CSV: seed ids ``SELECT_OFFSET + s``, other
+datasets), and the figure reports the chosen ``lam`` on the reported seeds (``split = "report"``), so the choice
+is not fitted to the runs it is judged on. That rule uses neither the true reward off the data nor the KL, so it
+does not pick ``lam`` for the property the figure shows; the last panels show the whole sweep, so the choice can
+be checked. Where that loss is flat over
 several ``lam`` (Bradley–Terry label noise dominates it), the rule may land on a strongly regularised HyPO
 that barely leaves ``pi_ref``; panel (d) and the CSV give the KL and value of every other ``lam``.
 
@@ -56,6 +59,7 @@ N_PAIRS = 32
 N_PROMPTS, N_RESPONSES, DIM, N_DEFICIENT = 8, 50, 16, 10
 STEPS = 1000
 OPTIMIZER = optax.adam(0.02)  # one instance: every run shares the compiled program of its algorithm
+SELECT_OFFSET = 1000  # HyPO's selection seeds are SELECT_OFFSET + s for each reported seed s
 KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
     "seeds": seed_ids,  # default 5
     "steps": logged_steps(20),  # default STEPS; logged every steps // 20
@@ -63,6 +67,17 @@ KEYS = {  # what run() reads, with the check of each value (experiments.check_se
     "algorithms": each(one_of("dpo", "rlhf", "hypo")),  # default all three
 }
 REQUIRED = ()
+
+
+def cross_check(setting: dict) -> None:
+    """Reported seed ids stay below ``SELECT_OFFSET``, where the selection seeds start."""
+    ids = _seed_list(setting.get("seeds", 5))
+    if max(ids) >= SELECT_OFFSET:
+        raise ValueError(f"setting['seeds'] ids must be below {SELECT_OFFSET} (the selection seeds), got {max(ids)}")
+
+
+def _seed_list(seeds) -> list[int]:
+    return list(range(seeds)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
 
 
 def instance(key) -> tuple[bandits.LinearBandit, np.ndarray]:
@@ -91,6 +106,8 @@ def run(setting: dict, key) -> pd.DataFrame:
     algs = [A.dpo(BETA)] if "dpo" in which else []
     algs += [A.rlhf(BETA, r_max=R_MAX, k=K)] if "rlhf" in which else []
     algs += [A.hypo(BETA, lam=lam, k=K) for lam in setting.get("lams", LAMS)] if "hypo" in which else []
+    report = _seed_list(setting.get("seeds", 5))
+    select = [SELECT_OFFSET + s for s in report]
     frames = []
     for alg in algs:
         r = run_compiled(
@@ -99,13 +116,14 @@ def run(setting: dict, key) -> pd.DataFrame:
             mu=mu,
             n_pairs=N_PAIRS,
             steps=steps,
-            seeds=setting.get("seeds", 5),
+            seeds=report + select if alg.name == "hypo" else report,
             key=k_run,
             log_every=steps // 20,
             optimizer=OPTIMIZER,
         )
         step = np.asarray(r.logs["step"][0])
         for i, seed in enumerate(r.seed_ids):
+            split = "select" if seed >= SELECT_OFFSET else "report"
             logp = np.asarray(r.logs["eval"][i], np.float64)  # (L, X, Y)
             pm = M.policy_metrics(logp, env, beta=BETA)
             values = {
@@ -116,13 +134,13 @@ def run(setting: dict, key) -> pd.DataFrame:
             }
             for m, v in values.items():
                 row = {"algorithm": alg.name, "seed": seed, "step": step, "metric": m, "value": v}
-                frames.append(pd.DataFrame(row).assign(lam=alg.hparams.get("lam", np.nan)))
+                frames.append(pd.DataFrame(row).assign(lam=alg.hparams.get("lam", np.nan), split=split))
     consts = {
         "kl_optimal": E.reverse_kl(E.optimal_policy(reward, pi_ref, BETA), pi_ref, rho),
         "value_optimal": E.optimal_value(reward, pi_ref, rho, BETA),
     }
     ref = [
-        {"algorithm": "optimal", "seed": 0, "step": 0, "metric": m, "value": v, "lam": np.nan}
+        {"algorithm": "optimal", "seed": 0, "step": 0, "metric": m, "value": v, "lam": np.nan, "split": "report"}
         for m, v in consts.items()
     ]
     out = pd.concat([*frames, pd.DataFrame(ref)], ignore_index=True)
@@ -130,8 +148,8 @@ def run(setting: dict, key) -> pd.DataFrame:
 
 
 def selected_lam(df: pd.DataFrame) -> float:
-    """The ``lam`` whose HyPO run has the lowest final validation DPO loss (median over seeds)."""
-    h = df[(df["algorithm"] == "hypo") & (df["metric"] == "val_loss")]
+    """The ``lam`` whose HyPO run has the lowest final validation DPO loss (median over the selection seeds)."""
+    h = df[(df["algorithm"] == "hypo") & (df["metric"] == "val_loss") & (df["split"] == "select")]
     final = h[h["step"] == h["step"].max()].groupby("lam")["value"].median()
     return float(final.idxmin())
 
@@ -140,6 +158,8 @@ def plot(df: pd.DataFrame):
     """(a) reverse KL and (b) value over training for DPO, RLHF and the selected HyPO; (c, d) the lam sweep."""
     lam = selected_lam(df)
     opt = df[df["algorithm"] == "optimal"].set_index("metric")["value"]
+    selection = df[df["split"] == "select"]
+    df = df[df["split"] == "report"]
     runs = df[(df["algorithm"] != "optimal") & ((df["algorithm"] != "hypo") | np.isclose(df["lam"], lam))]
     runs = runs.assign(label=runs["algorithm"].where(runs["algorithm"] != "hypo", f"hypo (λ={lam:g})"))
     fig, axes = plotting.figure(2, 2, width=4.0, height=2.9)
@@ -160,18 +180,25 @@ def plot(df: pd.DataFrame):
 
     last = df["step"].max()
     final = df[df["step"] == last]
-    hypo = final[final["algorithm"] == "hypo"]
-    for ax, metric, ylabel, title in (
-        (axes[2], "val_loss", "validation DPO loss (held-out μ pairs)", "(c) the rule that picks λ: lowest loss"),
-        (axes[3], "kl", "reverse KL at the end", "(d) final KL over the λ sweep"),
+    picked = selection[selection["step"] == last]
+    for ax, metric, ylabel, title, rows in (
+        (
+            axes[2],
+            "val_loss",
+            "validation DPO loss (held-out μ pairs)",
+            "(c) the rule that picks λ: lowest loss, on selection seeds",
+            picked,
+        ),
+        (axes[3], "kl", "reverse KL at the end", "(d) final KL over the λ sweep, reported seeds", final),
     ):
+        hypo = rows[rows["algorithm"] == "hypo"]
         s = hypo[hypo["metric"] == metric].groupby("lam")["value"].agg(["median", "min", "max"])
         c = plotting.color("hypo")
         ax.plot(s.index, s["median"], "o-", color=c, lw=1.6, label="hypo")
         ax.fill_between(s.index, s["min"], s["max"], color=c, alpha=0.2, lw=0)
         for name in ("dpo", "rlhf"):
             v = final[(final["algorithm"] == name) & (final["metric"] == metric)]["value"].median()
-            ax.axhline(v, color=plotting.color(name), ls="--", lw=1, label=f"{name} (median)")
+            ax.axhline(v, color=plotting.color(name), ls="--", lw=1, label=f"{name} (median, reported seeds)")
         ax.axvline(lam, color=plotting.color("reference"), ls=":", lw=1, label=f"selected λ={lam:g}")
         ax.set_xscale("log")
         ax.set_xlabel("HyPO's λ")

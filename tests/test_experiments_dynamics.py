@@ -3,6 +3,9 @@ CLI, and the paper's claims each one reproduces, checked on the numbers the smok
 
 from __future__ import annotations
 
+import re
+
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,7 +101,8 @@ def test_ood_instance_hides_the_stated_number_of_responses():
 
 def test_reverse_kl_dpo_ends_far_above_hypo(smoke):
     _, df = smoke("reverse_kl")
-    dpo, hypo = _series(df, algorithm="dpo", metric="kl"), _series(df, algorithm="hypo", metric="kl")
+    dpo, hypo = _series(df, algorithm="dpo", metric="kl"), _series(df, algorithm="hypo", metric="kl", split="report")
+    assert dpo.index.tolist() == hypo.index.tolist() == [0, 1, 2]  # the reported seeds, the same datasets
     assert dpo.iloc[:, -1].median() > 3 * hypo.iloc[:, -1].median(), (dpo.iloc[:, -1], hypo.iloc[:, -1])
     assert dpo.iloc[:, -1].min() > hypo.iloc[:, -1].max()
     mid = dpo.columns[len(dpo.columns) // 2]
@@ -114,6 +118,24 @@ def test_reverse_kl_rlhf_stays_in_its_kl_ball_below_dpo(smoke):
     rlhf, dpo = _series(df, algorithm="rlhf", metric="kl"), _series(df, algorithm="dpo", metric="kl")
     assert (rlhf.to_numpy() <= m.R_MAX / m.BETA).all()
     assert (rlhf.iloc[:, -1] < dpo.iloc[:, -1]).all(), (rlhf.iloc[:, -1], dpo.iloc[:, -1])
+
+
+def test_reverse_kl_picks_lam_on_the_selection_seeds_only(smoke):
+    """The rule reads the selection seeds (other datasets) and never the reported ones: a table whose reported
+    seeds favour another lam still gets the selection seeds' choice."""
+    from experiments import reverse_kl as m
+
+    _, df = smoke("reverse_kl")
+    hypo = df[df["algorithm"] == "hypo"]
+    assert sorted(hypo[hypo["split"] == "select"]["seed"].unique()) == [m.SELECT_OFFSET + s for s in range(3)]
+    assert set(df[df["algorithm"] != "hypo"]["split"]) == {"report"}
+    rows = [
+        {"algorithm": "hypo", "metric": "val_loss", "step": 10, "lam": lam, "split": split, "seed": 0, "value": v}
+        for lam, split, v in ((0.1, "select", 0.5), (1.0, "select", 0.7), (0.1, "report", 0.9), (1.0, "report", 0.1))
+    ]
+    assert m.selected_lam(pd.DataFrame(rows)) == 0.1
+    with pytest.raises(ValueError, match=re.escape("setting['seeds']")):
+        m.run({"seeds": [0, m.SELECT_OFFSET]}, jax.random.key(0))
 
 
 def test_reverse_kl_validation_loss_is_log2_at_the_reference():
