@@ -49,7 +49,7 @@ def band(ax, df: pd.DataFrame, *, x: str = "step", by: str = "algorithm", label_
         raise ValueError(f"df lacks the columns {missing} (x={x!r}, by={by!r} and 'value' are needed)")
     for name, g in df.groupby(by, sort=False):
         stats = g.groupby(x)["value"].agg(["median", "min", "max"])
-        c = kw.get("color") or color(str(name))
+        c = kw["color"] if kw.get("color") is not None else color(str(name))  # a name or an RGBA array
         ax.plot(stats.index, stats["median"], color=c, label=label_fmt.format(name), lw=1.6)
         ax.fill_between(stats.index, stats["min"], stats["max"], color=c, alpha=0.2, lw=0)
     return ax

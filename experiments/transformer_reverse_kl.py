@@ -13,8 +13,9 @@ setting), constant-step Adam, ``BETA = 0.1`` throughout.
   the committed ``small`` run DPO's mass on responses ``mu`` never shows falls while HyPO's rises, with more bad
   rare tokens, so HyPO's lower KL is a smaller move overall, not less mass on unseen text (README, Reproductions).
 - HyPO (Algorithm 1): the same DPO term plus ``LAM * KL(pi || pi_ref)`` estimated by RLOO on ``K`` unlabelled
-  samples per prompt from the current policy. ``LAM`` is fixed (chosen once on the ``small`` size, see the
-  module constant), not tuned per run.
+  samples per prompt from the current policy. ``LAM`` is fixed, not tuned: it was set by hand when the track
+  was built (commit ``ed7e932``), and no selection rule was recorded. A setting's ``lams`` runs HyPO at several
+  values on the same pairs (the README shows such a sweep on ``small``); the committed figure is ``LAM`` alone.
 - Online RLHF: a transformer reward model bounded in ``[0, R_max]``, fitted by Bradley–Terry on the same pairs,
   then RLOO with the sequence-level KL in the reward.
 
@@ -27,14 +28,16 @@ model fitted on its seed's pairs, for ``rm_score`` (so the two transformer exper
 from __future__ import annotations
 
 import jax
+import matplotlib
 import numpy as np
 import pandas as pd
 
+from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
 from coverage_lab import plotting
 from coverage_lab.transformer import sizes as S
 from coverage_lab.transformer.run import simulate_many
-from experiments import check_setting, integer, one_of, seed_ids
+from experiments import check_setting, each, integer, one_of, seed_ids
 
 SETTINGS = [{"size": "small", "seeds": 3}]
 SMOKE = [{"size": "toy", "seeds": 2, "steps": 20}]
@@ -49,12 +52,16 @@ KEYS = {  # what run() reads, with the check of each value (experiments.check_se
     "size": one_of(*S.SIZES),
     "seeds": seed_ids,  # default 3
     "steps": integer(1),  # default: the size's
+    "lams": each(V.positive),  # HyPO's lam, one run each; default [LAM]
 }
 REQUIRED = ("size",)
 
 
 def cross_check(setting: dict) -> None:
-    """``steps`` is a multiple of the size's logging interval."""
+    """``steps`` is a multiple of the size's logging interval; ``lams`` has no repeats."""
+    lams = setting.get("lams", ())
+    if len(set(lams)) != len(lams):
+        raise ValueError(f"setting['lams'] must not repeat a value, got {lams!r}")
     every = S.get(setting["size"]).log_every
     if setting.get("steps", every) % every:
         raise ValueError(
@@ -63,32 +70,35 @@ def cross_check(setting: dict) -> None:
         )
 
 
-def algorithms(size: str) -> list[A.Algorithm]:
-    """DPO, HyPO and RLHF with this experiment's hyper-parameters (``R_max`` from the size's task)."""
+def algorithms(size: str, lams=(LAM,)) -> list[A.Algorithm]:
+    """DPO, HyPO at each of ``lams`` and RLHF with this experiment's hyper-parameters (``R_max`` from the size's
+    task)."""
     r_max = S.get(size).task.r_max
-    return [A.dpo(BETA), A.hypo(BETA, lam=LAM, k=K), A.rlhf(BETA, r_max=r_max, k=K)]
+    return [A.dpo(BETA), *(A.hypo(BETA, lam=lam, k=K) for lam in lams), A.rlhf(BETA, r_max=r_max, k=K)]
 
 
 _RUNS: dict[tuple, pd.DataFrame] = {}  # run_algorithms' results in this process
 
 
-def run_algorithms(size: str, key, *, seeds: int, steps: int | None = None) -> pd.DataFrame:
+def run_algorithms(size: str, key, *, seeds: int, steps: int | None = None, lams=(LAM,)) -> pd.DataFrame:
     """Every algorithm on ``size`` from the same key (the same offline pairs per seed); tidy rows.
 
     A pure function of its arguments, remembered for the process: ``transformer_table`` asks for this
     experiment's run again at the ``small`` size (about 20 s on the CPU) and gets a copy instead."""
     ids = tuple(range(seeds)) if isinstance(seeds, (int, np.integer)) else tuple(int(s) for s in seeds)
-    memo = (size, tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()), ids, steps)
+    lams = tuple(float(lam) for lam in lams)
+    memo = (size, tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()), ids, steps, lams)
     if memo not in _RUNS:
         opts = dict(seeds=seeds, steps=steps, learning_rate=LEARNING_RATE, mu_rare=MU_RARE, rm_eval=True)
-        _RUNS[memo] = simulate_many(size, algorithms(size), key=key, **opts)
+        _RUNS[memo] = simulate_many(size, algorithms(size, lams), key=key, **opts)
     return _RUNS[memo].copy()
 
 
 def run(setting: dict, key) -> pd.DataFrame:
     """DPO, HyPO and RLHF on ``setting["size"]``; tidy rows (``coverage_lab.transformer.run.simulate``)."""
     check_setting(__name__, setting, key)
-    return run_algorithms(setting["size"], key, seeds=setting.get("seeds", 3), steps=setting.get("steps"))
+    lams = setting.get("lams", (LAM,))
+    return run_algorithms(setting["size"], key, seeds=setting.get("seeds", 3), steps=setting.get("steps"), lams=lams)
 
 
 def kl_metric(df: pd.DataFrame) -> str:
@@ -107,9 +117,19 @@ def plot(df: pd.DataFrame):
         ("reward" if exact else "gold_reward", "E_π r*(x, y)", "(c) gold reward"),
         ("logp_chosen", "mean log π(y_w|x)", "(d) log-likelihood of the chosen responses"),
     )
+    lams = sorted(df.loc[df["algorithm"] == "hypo", "lam"].unique())
     fig, axes = plotting.figure(4, 1, width=3.4, height=2.9)
     for ax, (metric, ylabel, title) in zip(axes, panels, strict=True):
-        plotting.band(ax, df[df["metric"] == metric])
+        rows = df[df["metric"] == metric]
+        if len(lams) <= 1:
+            plotting.band(ax, rows)
+        else:  # a lam sweep: one HyPO line per lam, lighter green for a smaller lam
+            greens = matplotlib.colormaps["Greens"](np.linspace(0.35, 0.95, len(lams)))
+            for name in ("dpo", "rlhf"):
+                plotting.band(ax, rows[rows["algorithm"] == name])
+            for lam, c in zip(lams, greens, strict=True):
+                hypo = rows[(rows["algorithm"] == "hypo") & np.isclose(rows["lam"], lam)]
+                plotting.band(ax, hypo, color=c, label_fmt=f"{{}} (λ={lam:g})")
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.set_title(title, loc="left", fontsize=8)
@@ -118,7 +138,8 @@ def plot(df: pd.DataFrame):
     size = df["size"].iloc[0]
     fig.suptitle(
         f"Transformer ({size}), {df['n_pairs'].iloc[0]:g} offline pairs, rare tokens never in the data: "
-        f"DPO vs HyPO (λ={LAM:g}) vs RLHF, β={BETA:g}; median and min–max over {n_seeds} seeds",
+        f"DPO vs HyPO (λ={', '.join(f'{lam:g}' for lam in lams)}) vs RLHF, β={BETA:g}; "
+        f"median and min–max over {n_seeds} seeds",
         fontsize=9,
     )
     return fig

@@ -134,3 +134,26 @@ def test_the_table_reuses_the_figure_run_of_the_same_setting(monkeypatch):
     assert table["value"].iloc[0] == figure["value"].iloc[0] == 1.0 and (table["model_size"] == "toy").all()
     figure.loc[0, "value"] = -1.0
     assert rk.run(setting, jax.random.key(7))["value"].iloc[0] == 1.0
+
+
+def test_a_lam_sweep_runs_hypo_at_each_lam_on_the_same_pairs(tmp_path):
+    """``lams``: one HyPO per value beside DPO and RLHF, on the same pairs per seed (DPO's rows are those of the
+    default setting's run); a larger lam ends nearer pi_ref in exact KL on every seed; the figure draws each lam."""
+    import experiments.transformer_reverse_kl as rk
+    from coverage_lab import plotting
+
+    key = jax.random.key(11)
+    base = {"size": "toy", "seeds": 2, "steps": 20}
+    sweep = rk.run({**base, "lams": [0.01, 3.0]}, key)
+    default = rk.run(base, key)
+    pd.testing.assert_frame_equal(
+        sweep[sweep["algorithm"] == "dpo"].reset_index(drop=True),
+        default[default["algorithm"] == "dpo"].reset_index(drop=True),
+    )
+    last = sweep[(sweep["metric"] == "kl") & (sweep["step"] == 20) & (sweep["algorithm"] == "hypo")]
+    kl = last.pivot_table(index="seed", columns="lam", values="value")
+    assert list(kl.columns) == [0.01, 3.0] and (kl[3.0] < kl[0.01]).all()
+    fig = rk.plot(sweep)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "hypo (λ=0.01)" in labels and "hypo (λ=3)" in labels
+    assert plotting.save(fig, tmp_path / "sweep.png").stat().st_size > 0
