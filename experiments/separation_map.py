@@ -50,7 +50,7 @@ from experiments.rates import SHAPE, make_algorithm, sample_counts, train_on_cou
 METHODS = ("dpo", "ipo", "rlhf", "hypo")
 _COMMON = {"beta": 1.0, "r_max": 1.0, "lam": 0.01, "n_pairs": 1000, "steps": 2000, "seeds": 8, "n_instances": 3}
 SETTINGS = [{**_COMMON, "family": "tabular"}, {**_COMMON, "family": "linear"}]
-_SMOKE = {**_COMMON, "steps": 500, "seeds": 2, "n_instances": 1, "knobs": ("uniform", "tail_0.001", "deficient_2")}
+_SMOKE = {**_COMMON, "steps": 500, "seeds": 4, "n_instances": 1, "knobs": ("uniform", "tail_0.001", "deficient_2")}
 SMOKE = [{**_SMOKE, "family": "tabular"}, {**_SMOKE, "family": "linear", "methods": ("dpo", "rlhf")}]
 DIM = 4  # features of the linear instances
 TAILS, TEMPERATURES, DEFICIENT = (0.1, 0.01, 0.001), (0.5, 0.25), (1, 2, 4)  # the knobs' parameters
