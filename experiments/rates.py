@@ -32,7 +32,8 @@ The sampled version, with the optimisation error removed as far as possible:
   a test), so the optimisation error is below the statistical error.
 - On-policy expectations (RLHF's policy step, HyPO's KL term) are enumerated exactly (``Context(exact=True)``):
   online samples are free in the theory, so only the offline data is finite. ``simulate`` ties exact on-policy
-  expectations to exact offline data (``n_pairs=None``), hence the small runner :func:`train_on_samples` here.
+  expectations to exact offline data (``n_pairs=None``), hence the small runners :func:`sample_counts` and
+  :func:`train_on_counts` here.
 - HyPO uses a fixed ``lam``; its population solution (``simulate(..., n_pairs=None)``) is biased away from
   ``pi*``, and that bias is drawn as a dotted floor.
 
@@ -154,15 +155,6 @@ def train_on_counts(env, algorithm, counts_BxXxYxY, keys, *, steps: int, learnin
     hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
     logp = _train(jnp.stack(keys), env, data_B, hp, algorithm=algorithm, steps=steps, learning_rate=learning_rate)
     return np.asarray(logp, np.float64)
-
-
-def train_on_samples(env, algorithm, mu_XxY, n_pairs, keys, *, steps: int, learning_rate: float = 0.05):
-    """Train ``algorithm`` on ``n_pairs[i]`` labelled pairs from ``mu`` drawn with ``keys[i]``; returns ``logp_BxXxY``.
-
-    :func:`sample_counts` then :func:`train_on_counts`; ``mu_XxY`` is one table or a list of one per run.
-    """
-    counts = sample_counts(env, mu_XxY, n_pairs, keys)
-    return train_on_counts(env, algorithm, counts, keys, steps=steps, learning_rate=learning_rate)
 
 
 def make_algorithm(method: str, beta: float, r_max: float = 1.0, lam: float = 0.01, tau: float | None = None):
