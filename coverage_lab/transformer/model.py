@@ -182,10 +182,39 @@ def _lift(v, ndim):
     return v.reshape((1,) * (ndim - 1) + v.shape)
 
 
+LN_EPS = 1e-5
+
+
+def _standardise_parts(x):
+    centred = x - x.mean(-1, keepdims=True)
+    rstd = jax.lax.rsqrt((centred * centred).mean(-1, keepdims=True) + LN_EPS)
+    return centred * rstd, rstd
+
+
+@jax.custom_vjp
+def _standardise(x):
+    """``(x - mean) / sqrt(var + eps)`` over the last axis, with its gradient written out:
+    ``rstd (g - mean(g) - x_hat mean(g x_hat))`` from the saved ``x_hat`` and ``rstd``. Autodiff's own backward
+    pass gave XLA a chain it fused into each consumer and recomputed (two fusions of 1.5 and 0.8 ms a step of
+    ``medium``'s HyPO); written out, HyPO's and DPO's ``medium`` steps ran 13-18% faster (2026-11-30)."""
+    return _standardise_parts(x)[0]
+
+
+def _standardise_fwd(x):
+    x_hat, rstd = _standardise_parts(x)
+    return x_hat, (x_hat, rstd)
+
+
+def _standardise_bwd(saved, g):
+    x_hat, rstd = saved
+    return (rstd * (g - g.mean(-1, keepdims=True) - x_hat * (g * x_hat).mean(-1, keepdims=True)),)
+
+
+_standardise.defvjp(_standardise_fwd, _standardise_bwd)
+
+
 def _layer_norm(x, scale, bias):
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) * jax.lax.rsqrt(var + 1e-5) * _lift(scale, x.ndim) + _lift(bias, x.ndim)
+    return _standardise(x) * _lift(scale, x.ndim) + _lift(bias, x.ndim)
 
 
 def _dense(x, w, b):
