@@ -32,7 +32,9 @@ from coverage_lab.transformer import sizes as S
 from coverage_lab.transformer import task as T
 from coverage_lab.transformer.policy import sequence_policy
 
-FORMAT = "reference-v1"
+# In the cache key: bump it whenever training computes differently, or a checkout keeps the old weights (v2: the
+# layer norm's written-out backward pass).
+FORMAT = "reference-v2"
 _REPO = Path(__file__).resolve().parents[2]
 
 
