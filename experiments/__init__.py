@@ -128,14 +128,16 @@ def one_of(*options: str) -> Check:
     return check
 
 
-def each(check: Check) -> Check:
-    """A non-empty list (tuple, 1-D array) whose every entry passes ``check``."""
+def each(check: Check, *, unique: bool = False) -> Check:
+    """A non-empty list (tuple, 1-D array) whose every entry passes ``check``; with ``unique``, no entry twice."""
 
     def check_all(name, v):
         if not isinstance(v, (list, tuple, np.ndarray)) or np.ndim(v) != 1 or len(v) == 0:
             raise ValueError(f"{name} must be a non-empty list, got {v!r}")
         for i, item in enumerate(v):
             check(f"{name}[{i}]", item)
+        if unique and len(set(v)) != len(v):
+            raise ValueError(f"{name} must not repeat a value, got {v!r}")
 
     return check_all
 

@@ -71,13 +71,9 @@ REQUIRED = ()
 
 def cross_check(setting: dict) -> None:
     """Reported seed ids stay below ``SELECT_OFFSET``, where the selection seeds start."""
-    ids = _seed_list(setting.get("seeds", 5))
+    ids = V.seed_ids(setting.get("seeds", 5))
     if max(ids) >= SELECT_OFFSET:
         raise ValueError(f"setting['seeds'] ids must be below {SELECT_OFFSET} (the selection seeds), got {max(ids)}")
-
-
-def _seed_list(seeds) -> list[int]:
-    return list(range(seeds)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
 
 
 def instance(key) -> tuple[bandits.LinearBandit, np.ndarray]:
@@ -106,7 +102,7 @@ def run(setting: dict, key) -> pd.DataFrame:
     algs = [A.dpo(BETA)] if "dpo" in which else []
     algs += [A.rlhf(BETA, r_max=R_MAX, k=K)] if "rlhf" in which else []
     algs += [A.hypo(BETA, lam=lam, k=K) for lam in setting.get("lams", LAMS)] if "hypo" in which else []
-    report = _seed_list(setting.get("seeds", 5))
+    report = V.seed_ids(setting.get("seeds", 5))
     select = [SELECT_OFFSET + s for s in report]
     frames = []
     for alg in algs:
