@@ -147,6 +147,18 @@ def shape(name: str, x, expected: tuple) -> None:
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(np.shape(x))}")
 
 
+def mask(name: str, m, expected: tuple) -> np.ndarray:
+    """``m`` as a boolean numpy array of shape ``expected`` (a bool array, or 0/1 values)."""
+    a = np.asarray(m)
+    if a.dtype != bool:
+        a = array(name, a)
+        if not np.isin(a, (0.0, 1.0)).all():
+            raise ValueError(f"{name} must be a boolean mask (or 0/1 values)")
+        a = a.astype(bool)
+    shape(name, a, expected)
+    return a
+
+
 def _scalar(name: str, v) -> float:
     """``v`` as a finite float; a list, an array of several entries or a bool is refused, not reduced."""
     if isinstance(v, (bool, np.bool_)) or (isinstance(v, (np.ndarray, jax.Array)) and v.dtype == bool):

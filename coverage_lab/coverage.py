@@ -47,17 +47,6 @@ def _rho(rho_X, n_prompts: int) -> np.ndarray:
     return rho
 
 
-def _mask(name, m, shape) -> np.ndarray:
-    a = np.asarray(m)
-    if a.dtype != bool:
-        a = V.array(name, a)
-        if not np.isin(a, (0.0, 1.0)).all():
-            raise ValueError(f"{name} must be a boolean mask (or 0/1 values)")
-        a = a.astype(bool)
-    V.shape(name, a, shape)
-    return a
-
-
 def _features(phi_XxYxD) -> np.ndarray:
     phi = V.array("phi_XxYxD", phi_XxYxD, ndim=3)
     if 0 in phi.shape:
@@ -93,7 +82,7 @@ def restrict(pi_XxY, support_XxY) -> np.ndarray:
     Raises ValueError naming ``support_XxY`` when a prompt would be left with no mass.
     """
     pi = _table("pi_XxY", pi_XxY)
-    mask = _mask("support_XxY", support_XxY, pi.shape)
+    mask = V.mask("support_XxY", support_XxY, pi.shape)
     return _normalise(np.where(mask, pi, 0.0), "support_XxY")
 
 
@@ -104,7 +93,7 @@ def tail_mass(pi_XxY, tail_XxY, eps) -> np.ndarray:
     is zero is filled uniformly. ``eps`` in [0, 1]. Shapes (X, Y) -> (X, Y).
     """
     pi = _table("pi_XxY", pi_XxY)
-    tail = _mask("tail_XxY", tail_XxY, pi.shape)
+    tail = V.mask("tail_XxY", tail_XxY, pi.shape)
     eps = _real("eps", eps, lo=0.0, hi=1.0)
     out = np.zeros_like(pi)
     for part, mass, what in ((tail, eps, "is empty for"), (~tail, 1.0 - eps, "covers every response of")):

@@ -202,6 +202,29 @@ def suboptimality(pi_XxY, reward_XxY, pi_ref_XxY, rho_X, beta) -> float:
     return beta * _expect(_rho(rho_X, pi_ref), _kl_rows(pi, _log_tilt(_log(pi_ref), reward, beta)))
 
 
+def hypo_unseen_mass(pi_XxY, pi_ref_XxY, unseen_XxY, rho_X) -> float:
+    """The mass tabular HyPO holds on responses the data never shows at a stationary point with ``pi``'s KL:
+    ``E_x pi_ref(U_x|x) exp(KL(pi(.|x) || pi_ref(.|x)))``, ``U_x`` the ``unseen`` responses of prompt ``x``.
+
+    In a tabular softmax the DPO term has no gradient on an unseen response's logit (SPEC §4.1), and the exact
+    KL term's gradient there is ``lam rho(x) pi(y|x) [log(pi/pi_ref)(y) - KL_x]``. At a stationary point every
+    unseen ``y`` with ``pi(y|x) > 0`` therefore has ``pi(y|x) = pi_ref(y|x) exp(KL_x)``: the KL penalty raises
+    the mass the data never shows by the factor ``exp(KL_x) >= 1``, whatever ``lam > 0`` (SPEC §4.4's "zero
+    mass" is the case ``pi_ref(U_x) = 0``). Evaluated at any ``pi`` it is the unseen mass a stationary point
+    with ``pi``'s per-prompt KL would have; it equals ``pi``'s own at a stationary point. It may exceed 1 (no
+    stationary point has that KL); ``inf`` for an infinite KL with ``pi_ref(U_x) > 0``, 0 where
+    ``pi_ref(U_x) = 0``. Shapes: (X, Y) tables, ``unseen_XxY`` bool (X, Y), ``rho_X`` (X,). References:
+    arXiv:2406.01462 (Algorithm 1)
+    """
+    pi_ref = _pi_ref(pi_ref_XxY)
+    kl = _kl_rows(_like("pi_XxY", pi_XxY, pi_ref, prob=True), _log(pi_ref))
+    unseen = V.mask("unseen_XxY", unseen_XxY, pi_ref.shape)
+    ref_unseen = (pi_ref * unseen).sum(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        per_prompt = np.where(ref_unseen > 0, ref_unseen * np.exp(kl), 0.0)
+    return _expect(_rho(rho_X, pi_ref), per_prompt)
+
+
 def ipo_solution(pi_ref_XxY, mu_XxY, pref_XxYxY, tau) -> np.ndarray:
     """IPO's population minimiser for product pairs ``mu ⊗ mu``, ``mu`` with the support of ``pi_ref``.
 

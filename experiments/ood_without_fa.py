@@ -20,6 +20,14 @@ conserves their sum), so the unseen mass ends higher when their spread shrinks, 
 Each setting is one ``tilt``; its seeds are ``seeds`` random instances drawn from the numpy seeds ``0, 1, ...`` (the
 same instances for every tilt). Logged per step: ``ood_mass`` (``E_x pi(y: mu(y|x) = 0 | x)``),
 ``logp_chosen``, ``logp_rejected`` and the DPO ``loss``.
+
+HyPO on the same instances, by the same gradient descent (``hypo_steps`` steps, ``lam`` the transformer's
+``LAM``): its KL term is the only force on an unseen logit, ``lam rho(x) pi(y|x) [log(pi/pi_ref)(y) - KL_x]``,
+so at a stationary point every unseen response has ``pi = pi_ref exp(KL_x)`` and HyPO's unseen mass is
+``E_x pi_ref(U_x) exp(KL_x) >= pi_ref``'s, whichever way ``pi_ref`` leans (``exact.hypo_unseen_mass``, logged as
+``ood_mass_stationary`` beside its ``ood_mass`` and ``kl``). The KL penalty does not keep mass off what the data
+never shows: it pulls the unseen responses up with the policy's KL. This is the tabular form of the transformer
+track's finding that HyPO puts more mass than DPO on responses ``mu`` never shows (``transformer_reverse_kl``).
 """
 
 from __future__ import annotations
@@ -30,24 +38,28 @@ import pandas as pd
 
 from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
-from coverage_lab import bandits, plotting
+from coverage_lab import bandits, exact, plotting
 from coverage_lab import coverage as C
-from coverage_lab.simulation import simulate
+from coverage_lab import simulation as S
 from experiments import check_setting, integer, logged_steps
 
 TILTS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 SETTINGS = [{"tilt": t, "seeds": 10} for t in TILTS]
-SMOKE = [{"tilt": -1.0, "seeds": 2, "steps": 100}, {"tilt": 1.0, "seeds": 2, "steps": 100}]
+SMOKE = [{"tilt": t, "seeds": 2, "steps": 100, "hypo_steps": 1000} for t in (-1.0, 1.0)]
 KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
     "tilt": V.number,
     "seeds": integer(1),  # default 10
     "steps": logged_steps(1),  # default STEPS
+    "lam": V.positive,  # HyPO's; default LAM
+    "hypo_steps": logged_steps(1),  # default HYPO_STEPS
 }
 REQUIRED = ("tilt",)
 
 BETA = 0.25
 N_PROMPTS, N_RESPONSES, N_UNSEEN = 8, 12, 4
 STEPS = 600
+LAM = 0.01  # HyPO's KL weight: the transformer track's
+HYPO_STEPS = 3000  # the KL term moves an unseen logit at a rate ~ lam pi(y): HyPO needs longer to settle
 OPTIMIZER = optax.sgd(100.0)  # plain gradient descent; one instance, so every run shares one compiled program
 SHOWN = {-1.0: "π_ref prefers the losers (tilt −1)", 1.0: "π_ref prefers the winners (tilt +1)"}
 
@@ -69,58 +81,85 @@ def instance(seed: int, tilt: float) -> tuple[bandits.TabularBandit, np.ndarray]
 
 
 def run(setting: dict, key) -> pd.DataFrame:
-    """Exact tabular DPO by gradient descent on ``seeds`` instances at one ``tilt``; tidy rows."""
+    """Exact tabular DPO and HyPO by gradient descent on ``seeds`` instances at one ``tilt``; tidy rows."""
     check_setting(__name__, setting, key)
     tilt = float(setting["tilt"])
+    hypo = A.hypo(BETA, setting.get("lam", LAM))
+    names = ("ood_mass", "kl", "logp_chosen", "logp_rejected", "loss")
     frames = []
     for i in range(setting.get("seeds", 10)):
         env, mu = instance(i, tilt)
-        df = simulate(
-            env,
-            A.dpo(BETA),
-            mu=mu,
-            n_pairs=None,
-            steps=setting.get("steps", STEPS),
-            seeds=1,
-            key=key,
-            optimizer=OPTIMIZER,
-            metrics=("ood_mass", "logp_chosen", "logp_rejected", "loss"),
-        )
-        frames.append(df.assign(seed=i))
-    return pd.concat(frames, ignore_index=True)[["algorithm", "seed", "step", "metric", "value"]]
+        for alg, steps in ((A.dpo(BETA), setting.get("steps", STEPS)), (hypo, setting.get("hypo_steps", HYPO_STEPS))):
+            opts = dict(mu=mu, n_pairs=None, steps=steps, seeds=1, key=key, optimizer=OPTIMIZER)
+            r = S.run(env, alg, **opts)
+            df = S.tidy(r, env, alg, mu=mu, beta=BETA, n_pairs=None, metrics=names)
+            if alg.name == "hypo":
+                df = pd.concat([df, _stationary(r, env, mu, hypo.hparams["lam"])], ignore_index=True)
+            frames.append(df.assign(seed=i))
+    return pd.concat(frames, ignore_index=True)[["algorithm", "seed", "step", "metric", "value", "lam"]]
+
+
+def _stationary(r: S.Run, env, mu, lam: float) -> pd.DataFrame:
+    """``ood_mass_stationary``: HyPO's unseen mass at a stationary point with the KL of each snapshot."""
+    pi_LxXxY = np.exp(np.asarray(r.logs["eval"][0], np.float64))
+    pi_LxXxY /= pi_LxXxY.sum(-1, keepdims=True)  # float32 tables, renormalised in float64
+    value = [exact.hypo_unseen_mass(pi, env.pi_ref_XxY, np.asarray(mu) == 0, env.rho_X) for pi in pi_LxXxY]
+    step = np.asarray(r.logs["step"])[0]
+    rows = {"algorithm": "hypo", "step": step, "metric": "ood_mass_stationary", "value": value, "lam": lam}
+    return pd.DataFrame(rows)
+
+
+def _change(ood: pd.DataFrame) -> pd.DataFrame:
+    """Median, min and max over seeds of each run's change in ``value`` from its first to its last log point,
+    per tilt."""
+    ends = ood.sort_values("step").groupby(["tilt", "seed"])["value"]
+    return (ends.last() - ends.first()).groupby("tilt").agg(["median", "min", "max"])
 
 
 def plot(df: pd.DataFrame):
-    """(a) ood mass over training at tilt ±1; (b) its change over training against the tilt."""
-    fig, (ax, ax2) = plotting.figure(2, width=4.2, height=3.0)
-    ood = df[df["metric"] == "ood_mass"]
-    for tilt, label in SHOWN.items():
-        d = ood[np.isclose(ood["tilt"], tilt)]
-        if len(d):
+    """(a) DPO's ood mass over training at tilt ±1; (b) its change over training against the tilt; (c) HyPO's at
+    tilt ±1, with its stationary value ``E_x pi_ref(U_x) exp(KL_x)``; (d) HyPO's change against the tilt."""
+    fig, axes = plotting.figure(2, 2, width=4.2, height=3.0)
+    for row, alg in enumerate(("dpo", "hypo")):
+        ax, ax2 = axes[2 * row : 2 * row + 2]
+        runs = df[df["algorithm"] == alg]
+        ood = runs[runs["metric"] == "ood_mass"]
+        for tilt, label in SHOWN.items():
             c = plotting.color("dpo") if tilt < 0 else plotting.color("rlhf")
-            plotting.band(ax, d.assign(regime=label), by="regime", color=c)
-    ax.set_xlabel("gradient-descent step")
-    ax.set_ylabel("mass on responses μ never shows")
-    ax.set_title("(a) exact DPO loss, plain gradient descent", loc="left")
-    ax.legend(fontsize=8)
+            d = ood[np.isclose(ood["tilt"], tilt)]
+            if len(d):
+                plotting.band(ax, d.assign(regime=label), by="regime", color=c)
+            stationary = runs[(runs["metric"] == "ood_mass_stationary") & np.isclose(runs["tilt"], tilt)]
+            if len(stationary):
+                median = stationary.groupby("step")["value"].median()
+                ax.plot(median.index, median.values, color=c, ls="--", lw=1.1, label="π_ref(U) e^KL, median")
+        ax.set_xlabel("gradient-descent step")
+        ax.set_ylabel("mass on responses μ never shows")
+        name = "DPO" if alg == "dpo" else f"HyPO (λ={runs['lam'].iloc[0]:g})"
+        ax.set_title(f"({'ac'[row]}) {name}, exact loss, plain gradient descent", loc="left", fontsize=9)
+        ax.legend(fontsize=7)
 
-    last, first = ood["step"].max(), ood["step"].min()
-    change = (
-        ood[ood["step"] == last].set_index(["tilt", "seed"])["value"]
-        - ood[ood["step"] == first].set_index(["tilt", "seed"])["value"]
-    ).groupby("tilt")
-    stats = change.agg(["median", "min", "max"])
-    ax2.axhline(0.0, color=plotting.color("reference"), lw=1)
-    ax2.axvline(-0.5, color=plotting.color("reference"), lw=1, ls=":", label="theory: rises for tilt < −1/2")
-    ax2.plot(stats.index, stats["median"], "o-", color=plotting.color("dpo"), lw=1.6, label="median")
-    ax2.fill_between(stats.index, stats["min"], stats["max"], color=plotting.color("dpo"), alpha=0.2, lw=0)
-    ax2.set_xlabel("tilt: π_ref ∝ exp(tilt · r*/β)")
-    ax2.set_ylabel(f"change in OOD mass, step {first} → {last}")
-    ax2.set_title("(b) change of OOD mass against the tilt", loc="left")
-    ax2.legend(fontsize=8)
+        stats = _change(ood)
+        ax2.axhline(0.0, color=plotting.color("reference"), lw=1)
+        if alg == "dpo":
+            ax2.axvline(-0.5, color=plotting.color("reference"), lw=1, ls=":", label="theory: rises for tilt < −1/2")
+        else:
+            pred = _change(runs[runs["metric"] == "ood_mass_stationary"])
+            ref = _change(df[(df["algorithm"] == "dpo") & (df["metric"] == "ood_mass")])
+            ax2.plot(ref.index, ref["median"], color=plotting.color("dpo"), lw=1, ls=":", label="DPO, median")
+            # the stationary value's change from pi_ref's unseen mass (its value at step 0, where KL = 0)
+            ax2.plot(pred.index, pred["median"], "x", color="k", ms=5, label="π_ref(U)(e^KL − 1), median")
+        c = plotting.color(alg)
+        ax2.plot(stats.index, stats["median"], "o-", color=c, lw=1.6, label="median")
+        ax2.fill_between(stats.index, stats["min"], stats["max"], color=c, alpha=0.2, lw=0)
+        ax2.set_xlabel("tilt: π_ref ∝ exp(tilt · r*/β)")
+        first, last = ood["step"].min(), ood["step"].max()
+        ax2.set_ylabel(f"change in OOD mass, step {first} → {last}")
+        ax2.set_title(f"({'bd'[row]}) {name}: change of OOD mass against the tilt", loc="left", fontsize=9)
+        ax2.legend(fontsize=7)
     fig.suptitle(
-        f"Out-of-distribution mass under tabular DPO (no function approximation), median and min–max over "
-        f"{df['seed'].nunique()} random instances",
+        f"Out-of-distribution mass under tabular DPO and HyPO (no function approximation), median and min–max "
+        f"over {df['seed'].nunique()} random instances",
         fontsize=9,
     )
     return fig

@@ -122,6 +122,30 @@ def test_hypo_puts_zero_mass_where_pi_ref_is_zero(seed, delta):
     assert (np.exp(logp_LxXxY)[..., -1] == 0).all() and np.isfinite(logp_LxXxY[..., :-1]).all()
 
 
+@given(seeds, st.floats(0.1, 1.0), st.sampled_from([0.03, 0.1, 0.3]), st.integers(1, 2))
+@settings(max_examples=6)
+def test_hypo_raises_unseen_mass_to_pi_ref_times_exp_kl(seed, beta, lam, n_unseen):
+    """Tabular HyPO's KL term is the only force on an unseen logit, ``lam rho pi(y) [log(pi/pi_ref)(y) - KL_x]``,
+    so trained to a stationary point it holds ``pi(y) = pi_ref(y) exp(KL_x)`` on every response the data never
+    shows (``exact.hypo_unseen_mass``): more than ``pi_ref``'s mass there, not less, whatever the data."""
+    rho, pi_ref, reward, rng = random_tables(seed, n_prompts=2, n_responses=5)
+    support = np.ones_like(pi_ref, bool)
+    for x in range(2):
+        support[x, rng.choice(5, n_unseen, replace=False)] = False
+    mu = coverage.restrict(pi_ref, support)
+    env = bandits.TabularBandit(rho, pi_ref, reward)
+    r = cl.run(env, A.hypo(beta, lam=lam), mu=mu, n_pairs=None, steps=4000, seeds=1, key=jax.random.key(0))
+    pi = np.exp(np.asarray(r.logs["eval"][0, -1], np.float64))
+    pi /= pi.sum(-1, keepdims=True)
+    kl_X = exact.kl_per_prompt(pi, pi_ref)
+    assume(kl_X.min() > 1e-3)  # a tilt to see: the data moved every prompt
+    ratio = pi[~support] / pi_ref[~support]
+    np.testing.assert_allclose(np.log(ratio), np.broadcast_to(kl_X[:, None], pi.shape)[~support], atol=2e-3)
+    unseen_mass = rho @ (pi * ~support).sum(-1)
+    np.testing.assert_allclose(unseen_mass, exact.hypo_unseen_mass(pi, pi_ref, ~support, rho), rtol=2e-3)
+    assert unseen_mass > rho @ (pi_ref * ~support).sum(-1)
+
+
 @given(hnp.arrays(np.float64, 6, elements=st.floats(-4, 4)), st.integers(0, 5), st.floats(1e-3, 5.0))
 def test_squeezing_a_step_that_lowers_log_pi_y_raises_the_most_likely_other(logits, y, eta):
     """Gradient descent on log pi(y) moves logit j by eta (pi_j - [j = y]): every other response gains in

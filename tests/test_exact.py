@@ -176,6 +176,21 @@ def test_reverse_kl_edge_cases():
     np.testing.assert_allclose(exact.kl_per_prompt(point, pi_ref), [np.log(2), np.log(2)])
 
 
+def test_hypo_unseen_mass_by_hand_and_at_the_edges():
+    pi_ref = np.array([[0.5, 0.25, 0.25], [0.5, 0.5, 0.0]])
+    rho = np.array([0.5, 0.5])
+    unseen = np.array([[False, False, True], [False, False, True]])
+    # at pi_ref (KL 0) it is pi_ref's unseen mass; prompt 1's unseen response has none
+    np.testing.assert_allclose(exact.hypo_unseen_mass(pi_ref, pi_ref, unseen, rho), 0.5 * 0.25)
+    pi = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])  # KL log 2 at prompt 0
+    np.testing.assert_allclose(exact.hypo_unseen_mass(pi, pi_ref, unseen, rho), 0.5 * 0.25 * 2.0)
+    # an infinite KL: inf where pi_ref has unseen mass, 0 (not NaN) where it has none
+    off_support = np.array([[0.5, 0.25, 0.25], [0.5, 0.0, 0.5]])
+    assert exact.hypo_unseen_mass(off_support, pi_ref, unseen, rho) == 0.5 * 0.25
+    assert exact.hypo_unseen_mass(off_support, pi_ref, np.ones_like(unseen), rho) == np.inf
+    assert exact.hypo_unseen_mass(pi, pi_ref, unseen.astype(float), rho) == 0.25  # 0/1 values as a mask
+
+
 # ----------------------------------------------------------------------------------------------
 # SPEC §4.2: the moving-mass family and the minimiser set
 
@@ -335,6 +350,10 @@ def test_bad_inputs_name_the_parameter():
         ("delta", lambda: exact.move_mass(pi_ref, 2, -0.1)),
         ("pi_XxY", lambda: exact.move_mass(np.array([[0.0, 0.0, 1.0]]), 2, 0.5)),
         ("pi_XxY", lambda: exact.kl_per_prompt(pi_ref[:, :2], pi_ref)),
+        ("unseen_XxY", lambda: exact.hypo_unseen_mass(pi_ref, pi_ref, np.ones((1, 2), bool), rho)),
+        ("unseen_XxY", lambda: exact.hypo_unseen_mass(pi_ref, pi_ref, np.full(pi_ref.shape, 0.5), rho)),
+        ("pi_XxY", lambda: exact.hypo_unseen_mass(2 * pi_ref, pi_ref, pi_ref == 0, rho)),
+        ("rho_X", lambda: exact.hypo_unseen_mass(pi_ref, pi_ref, pi_ref == 0, np.ones(2))),
         (
             "pi_ref_XxY",
             lambda: exact.minimiser_set(np.array([[0.5, 0.5, 0.0]]), _product(pi_ref), pref, rho, reward, 1.0),

@@ -85,10 +85,22 @@ def test_extrapolation_without_feature_coverage_moves_mass_to_the_worst_response
 
 def test_ood_mass_rises_when_ref_prefers_losers_and_falls_otherwise(smoke):
     _, df = smoke("ood_without_fa")
-    rises = _series(df, metric="ood_mass", tilt=-1.0)
-    falls = _series(df, metric="ood_mass", tilt=1.0)
+    rises = _series(df, algorithm="dpo", metric="ood_mass", tilt=-1.0)
+    falls = _series(df, algorithm="dpo", metric="ood_mass", tilt=1.0)
     assert (rises.iloc[:, -1] > rises.iloc[:, 0] + 0.02).all(), rises
     assert (falls.iloc[:, -1] < falls.iloc[:, 0] - 0.02).all(), falls
+
+
+def test_hypo_raises_ood_mass_at_both_tilts_to_its_stationary_value(smoke):
+    """HyPO's KL term lifts the unseen responses to ``pi_ref exp(KL_x)``: its OOD mass ends above ``pi_ref``'s where
+    DPO's falls as well as where it rises, at the stationary value ``exact.hypo_unseen_mass`` of its own KL."""
+    _, df = smoke("ood_without_fa")
+    for tilt in (-1.0, 1.0):
+        ood = _series(df, algorithm="hypo", metric="ood_mass", tilt=tilt)
+        stationary = _series(df, algorithm="hypo", metric="ood_mass_stationary", tilt=tilt)
+        assert (ood.iloc[:, -1] > ood.iloc[:, 0] + 0.005).all(), ood
+        np.testing.assert_allclose(ood.iloc[:, -1], stationary.iloc[:, -1], rtol=0.02)
+        np.testing.assert_allclose(stationary.iloc[:, 0], ood.iloc[:, 0], rtol=1e-6)  # KL = 0 at pi_ref
 
 
 def test_ood_instance_hides_the_stated_number_of_responses():
