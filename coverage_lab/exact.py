@@ -132,6 +132,8 @@ def rlhf_max_kl(pi_ref_XxY, rho_X, beta, r_max) -> float:
     pi_ref = _pi_ref(pi_ref_XxY)
     rho = _rho(rho_X, pi_ref)
     a = V.positive("r_max", r_max) / V.positive("beta", beta)
+    if not np.isfinite(a):
+        raise ValueError(f"r_max/beta overflows float64 (r_max={r_max:g}, beta={beta:g})")
     if pi_ref.shape[1] > MAX_KL_RESPONSES:
         raise ValueError(
             f"pi_ref_XxY has {pi_ref.shape[1]} responses; rlhf_max_kl enumerates subsets of at most {MAX_KL_RESPONSES}"
@@ -142,10 +144,15 @@ def rlhf_max_kl(pi_ref_XxY, rho_X, beta, r_max) -> float:
         for p in row[row > 0]:
             q = np.concatenate([q, q + p])
         q = np.clip(q, 0.0, 1.0)  # subset masses (float sums may pass 1)
-        log_qa = np.log(q, where=q > 0, out=np.full_like(q, -np.inf)) + a
-        with np.errstate(divide="ignore"):  # log1p(-1) = -inf: every response in S
-            log_z = np.logaddexp(log_qa, np.log1p(-q))
-        best[x] = max(float(np.max(np.exp(log_qa - log_z) * a - log_z)), 0.0)
+        with np.errstate(divide="ignore"):  # log 0 = -inf: S empty, or every response in S
+            log_q, log_1mq = np.log(q), np.log1p(-q)
+        log_z = np.logaddexp(log_q + a, log_1mq)
+        log_p, log_1mp = log_q + a - log_z, log_1mq - log_z
+        # KL(p || q) term by term, not as p a - log_z, which cancels catastrophically for a large a
+        with np.errstate(invalid="ignore"):
+            kl = np.where(q > 0, np.exp(log_p) * (log_p - log_q), 0.0)
+            kl += np.where(q < 1, np.exp(log_1mp) * (log_1mp - log_1mq), 0.0)
+        best[x] = max(float(np.max(kl)), 0.0)
     return _expect(rho, best)
 
 

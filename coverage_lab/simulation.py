@@ -209,6 +209,8 @@ def simulate(
       A tidy DataFrame: ``algorithm``, ``seed``, ``step``, ``metric``, ``value``, ``n_pairs`` (NaN when exact) and
       one column per hyper-parameter of the algorithm.
     """
+    if isinstance(metrics, str):
+        raise ValueError(f"metrics must be a sequence of names, got the string {metrics!r} (write [{metrics!r}])")
     names = M.NAMES if metrics is None else tuple(metrics)
     if not names:
         raise ValueError("metrics must name at least one metric (None: all of metrics.NAMES)")

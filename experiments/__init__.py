@@ -98,6 +98,20 @@ def check_setting(module: ModuleType | str, setting, key) -> None:
         module.cross_check(setting)
 
 
+def check_frame(df, columns) -> None:
+    """Checks that ``df`` is a non-empty DataFrame with ``columns``: a module's ``plot`` (and ``transformer_table``'s
+    ``report``) read the tidy frame its ``run`` wrote, usually from its CSV."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"df must be a pandas DataFrame (an experiment's tidy rows), got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"df lacks the columns {missing}: pass the tidy rows of the experiment's run (its CSV)")
+    if df.empty:
+        raise ValueError("df has no rows")
+
+
 # The checks of a value, ``check(name, value)``, beyond those of coverage_lab._validate (V.positive, V.number, ...).
 Check = Callable[[str, object], object]
 

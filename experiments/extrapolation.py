@@ -36,7 +36,7 @@ from coverage_lab import coverage as C
 from coverage_lab import exact as E
 from coverage_lab import metrics as M
 from coverage_lab.simulation import run as run_compiled
-from experiments import check_setting, logged_steps, one_of, seed_ids
+from experiments import check_frame, check_setting, logged_steps, one_of, seed_ids
 
 INSTANCES = ("covered", "uncovered", "random")
 SETTINGS = [{"instance": name, "seeds": 10} for name in INSTANCES]
@@ -54,6 +54,10 @@ K = 4  # on-policy samples per prompt for RLHF's RLOO
 STEPS = 400
 LEARNING_RATE = 0.05
 N_PAIRS = {"covered": 64, "uncovered": 64, "random": 128}
+
+
+# the columns plot() reads (experiments.check_frame)
+PLOT_COLUMNS = ("algorithm", "seed", "step", "metric", "value", "instance")
 
 
 def random_linear(key, n_prompts: int, n_responses: int, dim: int, *, ref_scale: float) -> bandits.LinearBandit:
@@ -141,6 +145,7 @@ PANELS = (
 
 def plot(df: pd.DataFrame):
     """Rows: instances; columns: log pi of chosen, log pi of the unseen response, value (median, min–max)."""
+    check_frame(df, PLOT_COLUMNS)
     names = [n for n in INSTANCES if n in set(df["instance"])]
     fig, axes = plotting.figure(len(PANELS), len(names), width=3.4, height=2.5)
     for row, name in enumerate(names):

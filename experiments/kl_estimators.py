@@ -35,7 +35,7 @@ from coverage_lab import algorithms as A
 from coverage_lab import jit, losses, plotting
 from coverage_lab.data import Batch
 from coverage_lab.policies import from_table
-from experiments import check_setting, each, integer, one_of
+from experiments import check_frame, check_setting, each, integer, one_of
 
 N_RESPONSES = 20
 N_TILTS = 8
@@ -60,6 +60,10 @@ KEYS = {  # what run() reads, with the check of each value (experiments.check_se
     "ks": each(integer(2)),  # RLOO leaves one sample out
 }
 REQUIRED = ("part",)
+
+
+# the columns plot() reads (experiments.check_frame)
+PLOT_COLUMNS = ("algorithm", "seed", "step", "metric", "value", "part", "n_samples")
 
 
 def cross_check(setting: dict) -> None:
@@ -233,6 +237,7 @@ def _pooled_z(est: pd.DataFrame, n: int) -> pd.DataFrame:
 
 def plot(df: pd.DataFrame):
     """(a) bias of k1/k2/k3 against exact KL; (b) its z-score; (c) per-sample spread; (d) the RLOO gradient vs k."""
+    check_frame(df, PLOT_COLUMNS)
     fig, axes = plotting.figure(2, 2, width=4.0, height=2.9)
     est = df[df["part"] == "estimators"]
     if len(est):

@@ -33,7 +33,7 @@ from coverage_lab import _validate as V
 from coverage_lab import algorithms, bandits, data, exact, losses, plotting
 from coverage_lab.coverage import pair_table
 from coverage_lab.simulation import simulate
-from experiments import check_setting, integer, logged_steps
+from experiments import check_frame, check_setting, integer, logged_steps
 
 Y0 = 2  # the response the data never shows
 
@@ -54,6 +54,10 @@ REQUIRED = ("beta", "r_max", "lam", "n_eps", "steps")
 
 FAMILY_EPS = (1e-2, 1e-5, 1e-8)  # the eps values whose delta-family is written out
 DELTAS = np.concatenate([[0.0], np.logspace(-6, 0, 25)])
+
+
+# the columns plot() reads (experiments.check_frame)
+PLOT_COLUMNS = ("algorithm", "metric", "value", "eps", "delta", "beta", "r_max")
 
 
 def _rows(algorithm: str, metric: str, value, step: int = 0, **cols) -> dict:
@@ -140,6 +144,7 @@ def log_slope(series: pd.Series) -> float:
 
 
 def plot(df: pd.DataFrame):
+    check_frame(df, PLOT_COLUMNS)
     betas = sorted(df["beta"].unique())
     ratios = [1.0] * len(betas) + [0.22]
     fig, axes = plotting.figure(3, len(betas) + 1, width=3.9, height=2.9, gridspec_kw={"height_ratios": ratios})

@@ -59,7 +59,7 @@ from coverage_lab import algorithms, bandits, coverage, exact, jit, metrics, plo
 from coverage_lab import data as D
 from coverage_lab.policies import default_policy
 from coverage_lab.simulation import simulate, train_on_data
-from experiments import between, check_setting, each, integer, logged_steps, one_of
+from experiments import between, check_frame, check_setting, each, integer, logged_steps, one_of
 
 SHAPE = (3, 8)  # prompts, responses; separation_map uses the same shape, so the compiled programs are shared
 N_GRID = (100, 300, 1000, 3000, 10_000, 30_000, 100_000)
@@ -97,6 +97,10 @@ KEYS = {  # what run() reads, with the check of each value (experiments.check_se
     "n_grid": each(integer(1)),  # default: N_GRID
 }
 REQUIRED = tuple(k for k in KEYS if k != "n_grid")
+
+
+# the columns plot() reads (experiments.check_frame)
+PLOT_COLUMNS = ("algorithm", "metric", "value", "n_pairs", "c_glo", "c_pistar", "beta", "lam", "mix")
 
 
 def cross_check(setting: dict) -> None:
@@ -291,6 +295,7 @@ def _colors(groups) -> dict:
 
 
 def plot(df: pd.DataFrame):
+    check_frame(df, PLOT_COLUMNS)
     fig, axes = plotting.figure(2, width=5.0, height=4.2)
     groups = curves(df)
     colors = _colors(groups)

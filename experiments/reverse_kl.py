@@ -45,7 +45,7 @@ from coverage_lab import coverage as C
 from coverage_lab import exact as E
 from coverage_lab import metrics as M
 from coverage_lab.simulation import run as run_compiled
-from experiments import check_setting, each, logged_steps, one_of, seed_ids
+from experiments import check_frame, check_setting, each, logged_steps, one_of, seed_ids
 from experiments.extrapolation import random_linear
 
 SETTINGS = [{"seeds": 5}]
@@ -67,6 +67,10 @@ KEYS = {  # what run() reads, with the check of each value (experiments.check_se
     "algorithms": each(one_of("dpo", "rlhf", "hypo")),  # default all three
 }
 REQUIRED = ()
+
+
+# the columns plot() reads (experiments.check_frame)
+PLOT_COLUMNS = ("algorithm", "seed", "step", "metric", "value", "lam", "split", "beta", "n_pairs")
 
 
 def cross_check(setting: dict) -> None:
@@ -152,6 +156,7 @@ def selected_lam(df: pd.DataFrame) -> float:
 
 def plot(df: pd.DataFrame):
     """(a) reverse KL and (b) value over training for DPO, RLHF and the selected HyPO; (c, d) the lam sweep."""
+    check_frame(df, PLOT_COLUMNS)
     lam = selected_lam(df)
     opt = df[df["algorithm"] == "optimal"].set_index("metric")["value"]
     selection = df[df["split"] == "select"]

@@ -44,7 +44,7 @@ from matplotlib.lines import Line2D
 
 from coverage_lab import _validate as V
 from coverage_lab import bandits, coverage, exact, metrics, plotting
-from experiments import check_setting, each, integer, one_of
+from experiments import check_frame, check_setting, each, integer, one_of
 from experiments.rates import SHAPE, make_algorithm, sample_counts, train_on_counts
 
 METHODS = ("dpo", "ipo", "rlhf", "hypo")
@@ -74,6 +74,22 @@ KEYS = {  # what run() reads, with the check of each value (experiments.check_se
     "methods": each(one_of(*METHODS)),  # default: METHODS
 }
 REQUIRED = ("family", "beta", "r_max", "lam", "n_pairs", "steps", "seeds", "n_instances")
+
+
+# the columns plot() reads (experiments.check_frame)
+PLOT_COLUMNS = (
+    "family",
+    "algorithm",
+    "metric",
+    "value",
+    "instance",
+    "knob",
+    "kind",
+    "c_glo",
+    "c_kl",
+    "beta",
+    "n_pairs",
+)
 
 
 def make_instance(family: str, i: int, r_max: float):
@@ -189,6 +205,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(df: pd.DataFrame):
+    check_frame(df, PLOT_COLUMNS)
     s = summary(df)
     fig, axes = plotting.figure(2, 2, width=4.8, height=3.6)
     markers = {("tabular", "trained"): "o", ("linear", "trained"): "s", ("tabular", "worst_minimiser"): "X"}

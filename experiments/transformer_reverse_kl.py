@@ -38,7 +38,7 @@ from coverage_lab import algorithms as A
 from coverage_lab import plotting
 from coverage_lab.transformer import sizes as S
 from coverage_lab.transformer.run import simulate_many
-from experiments import check_setting, each, integer, one_of, seed_ids
+from experiments import check_frame, check_setting, each, integer, one_of, seed_ids
 
 SETTINGS = [{"size": "small", "seeds": 3}]
 SMOKE = [{"size": "toy", "seeds": 2, "steps": 20}]
@@ -56,6 +56,10 @@ KEYS = {  # what run() reads, with the check of each value (experiments.check_se
     "lams": each(V.positive, unique=True),  # HyPO's lam, one run each; default [LAM]
 }
 REQUIRED = ("size",)
+
+
+# the columns plot() reads (experiments.check_frame)
+PLOT_COLUMNS = ("algorithm", "seed", "step", "metric", "value", "lam", "size", "n_pairs")
 
 
 def cross_check(setting: dict) -> None:
@@ -107,6 +111,7 @@ def kl_metric(df: pd.DataFrame) -> str:
 def plot(df: pd.DataFrame):
     """(a) reverse KL, (b) mass on responses mu never shows, (c) gold reward, (d) log-likelihood of the chosen
     responses, over training: median and min–max over seeds."""
+    check_frame(df, PLOT_COLUMNS)
     kl = kl_metric(df)
     exact = kl == "kl"
     panels = (

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from coverage_lab import plotting
-from experiments import check_setting
+from experiments import check_frame, check_setting
 from experiments import transformer_reverse_kl as figure
 from experiments.transformer_reverse_kl import kl_metric, run_algorithms
 
@@ -41,6 +41,10 @@ REQUIRED, cross_check = figure.REQUIRED, figure.cross_check
 COLUMNS = {"win_rate": "win rate vs π_ref", "rm_score": "RM score", "kl": "reverse KL", "gold_reward": "gold reward"}
 
 
+# the columns plot() reads (experiments.check_frame)
+PLOT_COLUMNS = ("algorithm", "seed", "step", "metric", "value", "model_size")
+
+
 def run(setting: dict, key) -> pd.DataFrame:
     """DPO, HyPO and RLHF on ``setting["size"]``; tidy rows over training, with ``model_size``."""
     check_setting(__name__, setting, key)
@@ -52,6 +56,7 @@ def run(setting: dict, key) -> pd.DataFrame:
 def final(df: pd.DataFrame) -> pd.DataFrame:
     """Per ``model_size``, ``algorithm`` and seed, the table's metrics at the last step (``kl``: the exact or the
     k1 reverse KL), plus ``pi_ref`` (the step-0 values of the first algorithm) as algorithm ``reference``."""
+    check_frame(df, PLOT_COLUMNS)
     kl = kl_metric(df)
     keep = df[df["metric"].isin(["win_rate", "rm_score", "gold_reward", kl])].replace({"metric": {kl: "kl"}})
     last = keep[keep["step"] == keep.groupby("model_size")["step"].transform("max")]

@@ -136,7 +136,11 @@ def test_rlhf_max_kl_on_the_counterexample_and_its_checks():
         for r in itertools.product(levels, repeat=3)
     )
     assert exact.rlhf_max_kl(pi_ref, rho, 0.5, 1.0) == pytest.approx(grid, rel=1e-12)
+    # r_max/beta large: all mass on the least likely response, KL -log(min pi_ref), without cancellation
+    for beta in (1e-3, 1e-16, 1e-300):
+        assert exact.rlhf_max_kl(pi_ref, rho, beta, 1.0) == pytest.approx(-np.log(1e-3), rel=1e-12)
     for call, name in (
+        (lambda: exact.rlhf_max_kl(pi_ref, rho, 1e-300, 1e10), "r_max/beta"),
         (lambda: exact.rlhf_max_kl(pi_ref, rho, -1.0, 1.0), "beta"),
         (lambda: exact.rlhf_max_kl(pi_ref, rho, 1.0, 0.0), "r_max"),
         (lambda: exact.rlhf_max_kl(pi_ref, rho[:0], 1.0, 1.0), "rho_X"),

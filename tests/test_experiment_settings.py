@@ -51,6 +51,9 @@ CASES = [
     ("n_samples 10.5", lambda: run("kl_estimators", n_samples=10.5), "setting['n_samples']"),
     ("tilt NaN", lambda: run("ood_without_fa", tilt=float("nan")), "setting['tilt']"),
     ("tilt a string", lambda: run("ood_without_fa", tilt="a"), "setting['tilt']"),
+    ("tilt 50 (pi_ref underflows)", lambda: run("ood_without_fa", tilt=50.0), "setting['tilt']"),
+    ("HyPO's lam 0 (ood_without_fa)", lambda: run("ood_without_fa", lam=0.0), "setting['lam']"),
+    ("hypo_steps 45", lambda: run("ood_without_fa", hypo_steps=45), "setting['hypo_steps']"),
     # 3. errors that named something the user never set, or nothing
     ("no beta", lambda: run("lower_bound", drop=("beta",)), "setting['beta']"),
     ("no beta (rates)", lambda: run("rates", drop=("beta",)), "setting['beta']"),
@@ -123,3 +126,20 @@ def test_separation_map_knob_names_are_those_it_builds():
 
 def test_groups_takes_a_list_or_a_tuple_of_names():
     assert experiments.groups(("rates",)) == experiments.groups(["rates"]) == [["rates"]]
+
+
+@pytest.mark.parametrize("name", experiments.NAMES)
+def test_plot_refuses_a_frame_without_the_columns_it_reads(name):
+    """``plot`` names what it lacks (``experiments.check_frame``), not a KeyError from deep inside pandas."""
+    import pandas as pd
+
+    module = experiments.get(name)
+    with pytest.raises(ValueError, match="df lacks the columns"):
+        module.plot(pd.DataFrame())
+    with pytest.raises(ValueError, match="df must be a pandas DataFrame"):
+        module.plot(None)
+    full = pd.DataFrame({c: [0.0] for c in module.PLOT_COLUMNS})
+    with pytest.raises(ValueError, match=re.escape(f"['{module.PLOT_COLUMNS[-1]}']")):
+        module.plot(full.drop(columns=[module.PLOT_COLUMNS[-1]]))
+    with pytest.raises(ValueError, match="no rows"):
+        module.plot(full.iloc[:0])
