@@ -198,3 +198,42 @@ def seed_ids(seeds) -> list[int]:
     if not ids or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in ids):
         raise ValueError(f"seeds must be a positive count or a list of non-negative ids, got {seeds!r}")
     return [int(s) for s in ids]
+
+
+def float32_scale(name: str, v) -> float:
+    """Checks a scale (``beta``, ``r_max``) that multiplies float32 arrays: > 0, finite, and still finite and
+    non-zero in float32 (a normal number: at most about 3.4e38, at least about 1.2e-38); skipped for tracers."""
+    if not is_concrete(v):
+        return v
+    f = positive(name, v)
+    info = np.finfo(np.float32)
+    if not float(info.tiny) <= f <= float(info.max):
+        raise ValueError(f"{name} ({f:g}) is outside float32's range [{info.tiny:.3g}, {info.max:.3g}]")
+    return f
+
+
+def index_array(name: str, a, *, ndim: int | None = None):
+    """Checks that ``a`` is an integer numpy or JAX array (of rank ``ndim`` if given); its dtype and rank are static,
+    so this holds inside ``jit`` too. A list, a float or a boolean array is refused: JAX reads a float index as an
+    error, a boolean one as a mask, and ``list * n`` repeats the list instead of scaling it."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None or not hasattr(a, "ndim"):
+        raise ValueError(f"{name} must be an integer array (numpy or JAX), got {type(a).__name__}")
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(f"{name} must be an integer array of indices, got dtype {dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(a.shape)}")
+    return a
+
+
+def float32_masses(name: str, p) -> None:
+    """Checks that no probability in ``p`` lies in (0, float32's smallest normal number): such a mass is 0 in float32,
+    where the compiled runs live, so a response the table supports would start at ``log 0 = -inf`` and give NaN
+    log-ratios once the data shows it."""
+    p = np.asarray(p, np.float64)
+    tiny = (p > 0) & (p < np.finfo(np.float32).tiny)
+    if tiny.any():
+        raise ValueError(
+            f"{name} has entries in (0, {np.finfo(np.float32).tiny:.3g}) (smallest {p[tiny].min():.3g}): they vanish "
+            "in float32, where the compiled runs live; round them to 0 or raise them"
+        )

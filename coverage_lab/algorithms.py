@@ -129,6 +129,9 @@ def check_hparams(algorithm: Algorithm, hp: Mapping, *, where: str = "hp") -> No
         a = V.array(f"{name} ({where})", v)
         if (name in _POSITIVE or (name == "lam" and constrained)) and not (a > 0).all():
             raise ValueError(f"{name} ({where}) must be > 0, got {v!r}")
+        f32 = np.finfo(np.float32)  # the steps run in float32
+        if (np.abs(a) > f32.max).any() or (name in _POSITIVE and (a < f32.tiny).any()):
+            raise ValueError(f"{name} ({where}) must be in float32's range [{f32.tiny:.3g}, {f32.max:.3g}], got {v!r}")
         if name in _NONNEGATIVE and not (a >= 0).all():
             raise ValueError(f"{name} ({where}) must be >= 0, got {v!r}")
         if name == "online_fraction" and (a > 1).any():

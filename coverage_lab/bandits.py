@@ -26,6 +26,10 @@ def _concrete(env) -> bool:
     for name, x in fields.items():
         if isinstance(x, (str, bytes, dict)):
             raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__} {x!r}")
+    if any(isinstance(x, (np.ndarray, jax.Array)) and V.is_concrete(x) for x in fields.values()):
+        for name, x in fields.items():  # None beside arrays: a field left out, not a pytree placeholder
+            if x is None:
+                raise ValueError(f"{name} is missing (None); {type(env).__name__} needs every one of its arrays")
     return all(
         V.is_concrete(x) and (hasattr(x, "__array__") or isinstance(x, (list, tuple, float, int)))
         for x in fields.values()
@@ -114,8 +118,14 @@ class LinearBandit:
             if t.shape != phi.shape[:-3] + phi.shape[-1:]:
                 raise ValueError(f"{name} has shape {t.shape}, expected ({phi.shape[-1]},) to match phi_XxYxD")
             with np.errstate(over="ignore", invalid="ignore"):
-                if not np.isfinite(np.einsum("...xyd,...d->...xy", phi, t)).all():
+                logits = np.einsum("...xyd,...d->...xy", phi, t)
+                if not np.isfinite(logits).all():
                     raise ValueError(f"phi_XxYxD @ {name} overflows float64: scale the features or {name} down")
+        if logits.size and (np.exp(logits - logits.max(-1, keepdims=True)) == 0).any():  # theta_ref's logits
+            raise ValueError(
+                "theta_ref_D spreads the logits phi_XxYxD @ theta_ref_D so far (a gap over ~745) that pi_ref_XxY "
+                "gives a response exactly 0, and a KL to it would be inf: scale the features or theta_ref_D down"
+            )
         for name, a in (("rho_X", rho), ("phi_XxYxD", phi), ("theta_star_D", theta_star), ("theta_ref_D", theta_ref)):
             object.__setattr__(self, name, a)
 

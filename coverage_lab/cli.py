@@ -109,9 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds must be >= 1")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
+    blocked = _not_a_folder(Path(args.out))
+    if blocked is not None:
+        parser.error(f"--out {args.out}: {blocked} exists and is not a folder")
     cache = False if args.no_compile_cache else default_compile_cache()
     reproduce_all(names, jobs=args.jobs, smoke=args.smoke, seeds=args.seeds, out=args.out, compile_cache=cache)
     return 0
+
+
+def _not_a_folder(path: Path) -> Path | None:
+    """The first of ``path`` and its parents that exists, if it is not a folder (``path`` cannot be made one)."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
 
 
 def default_jobs() -> int:
@@ -140,6 +151,8 @@ def use_compile_cache(directory: str | os.PathLike | bool) -> Path | None:
     if directory is False:
         jax.config.update("jax_enable_compilation_cache", False)
         return None
+    if isinstance(directory, (bool, bytes)) or not isinstance(directory, (str, os.PathLike)):
+        raise ValueError(f"directory must be a folder (a str or os.PathLike) or False, got {directory!r}")
     current = jax.config.jax_compilation_cache_dir
     if not current:
         jax.config.update("jax_compilation_cache_dir", str(directory))

@@ -134,19 +134,27 @@ def _sample_pairs(key, rho_X, pair_XxYxY, pref_XxYxY, n):
     return Batch(x, y_w, y_l, w, mu[x, y_w].astype(jnp.float32), mu[x, y_l].astype(jnp.float32), x, w)
 
 
+MAX_COUNT = 2**24  # the largest n whose counts float32 holds exactly
+
+
 def sample_counts(key, weights_XxYxY, n):
     """How many of ``n`` labelled draws fall on each ``(x, winner, loser)``: ``Multinomial(n, W)`` with ``W`` from
     :func:`pair_weights` — the distribution of the counts of :func:`sample_pairs` without drawing ``n`` rows.
     Traceable; ``n`` may be a traced number, so datasets of every size share one compiled program. Concrete
-    weights must sum to 1 (one distribution over every triple) and a concrete ``n`` must be a whole number."""
+    weights must sum to 1 (one distribution over every triple) and a concrete ``n`` must be a whole number, at most
+    ``2**24`` (the counts are drawn in float32, which holds every whole number up to there)."""
     V.key("key", key)
     if V.is_concrete(weights_XxYxY):  # one distribution over every (x, winner, loser)
         V.prob_table("weights_XxYxY", np.ravel(V.array("weights_XxYxY", weights_XxYxY)))
     w = jnp.asarray(weights_XxYxY, jnp.float32)
     if w.ndim != 3 or w.shape[1] != w.shape[2]:
         raise ValueError(f"weights_XxYxY must have shape (X, Y, Y), got {w.shape}")
-    if V.is_concrete(n) and not float(V.nonnegative("n", n)).is_integer():
-        raise ValueError(f"n must be a whole number of draws, got {n!r}")
+    if V.is_concrete(n):
+        f = float(V.nonnegative("n", n))
+        if not f.is_integer():
+            raise ValueError(f"n must be a whole number of draws, got {n!r}")
+        if f > MAX_COUNT:  # the draws are counted in float32, exact up to 2**24
+            raise ValueError(f"n must be <= 2**24 = {MAX_COUNT} (the counts are float32), got {n!r}")
     return jax.random.multinomial(key, jnp.asarray(n, jnp.float32), w.ravel()).reshape(w.shape)
 
 
@@ -156,6 +164,9 @@ def pair_indices(data: Batch, n_prompts: int, n_responses: int) -> tuple[np.ndar
     n_responses = V.integer("n_responses", n_responses, minimum=1)
     check_batch(data)
     x, w, l = (np.asarray(a) for a in (data.x_B, data.y_w_B, data.y_l_B))
+    for name, a in (("data.x_B", x), ("data.y_w_B", w), ("data.y_l_B", l)):
+        V.index_array(name, a, ndim=1)
+    V.same_shape(**{"data.x_B": x, "data.y_w_B": w, "data.y_l_B": l})
     V.indices("data.x_B", x, n_prompts, "n_prompts")
     V.indices("data.y_w_B", w, n_responses, "n_responses")
     V.indices("data.y_l_B", l, n_responses, "n_responses")
@@ -220,6 +231,7 @@ def take(data: Batch, idx_B) -> Batch:
     Rows of zero weight (an exact batch's padding, an empirical batch's unseen triples) stay at zero; if every row
     taken has zero weight, the batch weighs nothing (a loss of 0) instead of dividing by zero."""
     check_batch(data)
+    V.index_array("idx_B", idx_B, ndim=1)
     V.indices("idx_B", idx_B, data.size, "data.size")
     pairs = [v[idx_B] for v in data[:6]]
     total = pairs[3].sum()

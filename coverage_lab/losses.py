@@ -71,9 +71,9 @@ def _check_pair(logp_w_B, logp_l_B):
 def dpo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, beta):
     """DPO loss ``-log sigmoid(beta * ((logp_w - ref_logp_w) - (logp_l - ref_logp_l)))``, shape (B,).
 
-    Written with ``log_sigmoid`` (finite for margins of any size). ``beta > 0``.
+    Written with ``log_sigmoid`` (finite for margins of any size). ``beta > 0``, finite and non-zero in float32.
     """
-    V.positive("beta", beta)
+    V.float32_scale("beta", beta)
     lw, ll, rw, rl = _same_shape(
         logp_w_B=logp_w_B, logp_l_B=logp_l_B, ref_logp_w_B=ref_logp_w_B, ref_logp_l_B=ref_logp_l_B
     )
@@ -86,9 +86,10 @@ def ipo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, tau):
     """IPO loss ``((logp_w - ref_logp_w) - (logp_l - ref_logp_l) - 1/(2 tau))^2``, shape (B,).
 
     ``d`` is whatever log-ratio the caller passes: summed over tokens by default, length-normalised if the
-    caller divides the sequence log-probabilities by the response length first. ``tau > 0``.
+    caller divides the sequence log-probabilities by the response length first. ``tau > 0``, with ``1/tau``
+    finite in float32.
     """
-    V.positive("tau", tau)
+    V.temperature("tau", tau)
     lw, ll, rw, rl = _same_shape(
         logp_w_B=logp_w_B, logp_l_B=logp_l_B, ref_logp_w_B=ref_logp_w_B, ref_logp_l_B=ref_logp_l_B
     )

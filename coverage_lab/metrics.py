@@ -116,17 +116,25 @@ def sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples: int = 64) -> dict[
     rho = V.prob_table("rho_X", rho_X, ndim=1)
     V.shape("rho_X", rho, pi_ref.shape[:1])
     _policies(logp_NxXxY, *pi_ref.shape)
-    return {k: np.asarray(v, np.float64) for k, v in _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples).items()}
+    log_ref = None  # pi_ref's log in float64, where float32 would make a mass below its smallest normal log 0
+    if ((pi_ref > 0) & (pi_ref < np.finfo(np.float32).tiny)).any():
+        with np.errstate(divide="ignore"):
+            log_ref = jnp.asarray(np.log(pi_ref), jnp.float32)
+    out = _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples, log_ref)
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
 @jit(static_argnames="n_samples")
-def _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples):
+def _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples, log_ref_XxY=None):
     logp = jnp.asarray(logp_NxXxY, jnp.float32)
     logp = logp - jax.nn.logsumexp(logp, -1, keepdims=True)
     n, x, y = logp.shape
     y_NxXxS = categorical(key, logp.reshape(n * x, y), n_samples).reshape(n, x, n_samples)
     lp = jnp.take_along_axis(logp, y_NxXxS, -1)
-    ref = jnp.log(jnp.asarray(pi_ref_XxY, jnp.float32))[jnp.arange(x)[:, None], y_NxXxS]
+    ref = jnp.log(jnp.asarray(pi_ref_XxY, jnp.float32))
+    if log_ref_XxY is not None:  # only the entries float32 turned into log 0 = -inf change
+        ref = jnp.where(jnp.isneginf(ref), log_ref_XxY, ref)
+    ref = ref[jnp.arange(x)[:, None], y_NxXxS]
     rho = jnp.asarray(rho_X, jnp.float32)
     kls = (("kl_k1", losses.kl_k1), ("kl_k3", losses.kl_k3))
     return {name: jnp.where(rho[None] > 0, fn(lp, ref).mean(-1), 0.0) @ rho for name, fn in kls}  # no inf * 0

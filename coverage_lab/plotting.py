@@ -91,6 +91,8 @@ def loglog_fit_seeds(n, err, *, n_boot: int = 2000, seed: int = 0) -> tuple[floa
         raise ValueError("err must be positive and finite (a log-log fit)")
     if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 100:
         raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0 (numpy.random.default_rng's seed), got {seed!r}")
     levels = np.unique(n)
     groups = [err[n == level] for level in levels]
     if levels.size < 3 or min(g.size for g in groups) < 2:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from coverage_lab import _validate as V
 from coverage_lab._sampling import categorical
@@ -55,6 +56,10 @@ class RewardModel(NamedTuple):
 
 def from_table(init: Callable[[jax.Array], Params], table: Callable[[Params], jax.Array]) -> Policy:
     """A policy over an enumerable response set from its log-probability table ``logp_XxY``."""
+    if not callable(init):
+        raise ValueError(f"init must be a function key -> params, got {init!r}")
+    if not callable(table):
+        raise ValueError(f"table must be a function params -> logp_XxY, got {table!r}")
 
     def log_probs(params, x_B, y_B):
         logp_XxY = table(params)
@@ -70,7 +75,10 @@ def from_table(init: Callable[[jax.Array], Params], table: Callable[[Params], ja
 def tabular_softmax(env: TabularBandit | LinearBandit) -> Policy:
     """Tabular softmax policy: ``params = logits_XxY``, ``pi = softmax(logits)``, initialised at ``log pi_ref``."""
     check_bandit(env)
-    log_pi_ref_XxY = jnp.log(jnp.asarray(env.pi_ref_XxY, jnp.float32))
+    pi_ref_XxY = env.pi_ref_XxY
+    if V.is_concrete(pi_ref_XxY):  # a traced table is float32 already
+        V.float32_masses("pi_ref_XxY", np.asarray(pi_ref_XxY, np.float64))
+    log_pi_ref_XxY = jnp.log(jnp.asarray(pi_ref_XxY, jnp.float32))
     return from_table(lambda key: log_pi_ref_XxY, lambda logits: jax.nn.log_softmax(logits, axis=-1))
 
 
@@ -95,7 +103,7 @@ def bounded_reward_model(env: TabularBandit | LinearBandit, r_max) -> RewardMode
     Initialised at ``w = 0``, i.e. ``r = r_max / 2`` everywhere: a response the data never shows keeps it.
     """
     check_bandit(env)
-    V.positive("r_max", r_max)  # skipped when traced (a swept hyper-parameter)
+    V.float32_scale("r_max", r_max)  # skipped when traced (a swept hyper-parameter)
     if isinstance(env, LinearBandit):
         phi_XxYxD = jnp.asarray(env.phi_XxYxD, jnp.float32)
         init = lambda key: jnp.zeros(phi_XxYxD.shape[-1], jnp.float32)  # noqa: E731
@@ -114,6 +122,11 @@ def bounded_reward_model(env: TabularBandit | LinearBandit, r_max) -> RewardMode
 
 
 def _check_indices(x_B, y_B, shape) -> None:
-    """Eager calls only: JAX clamps an index out of range, which would read another response's entry."""
+    """Integer index arrays of one shape (static: checked inside ``jit`` too); their values, in eager calls only:
+    JAX clamps an index out of range, which would read another response's entry."""
+    V.index_array("x_B", x_B)
+    V.index_array("y_B", y_B)
+    if tuple(x_B.shape) != tuple(y_B.shape):
+        raise ValueError(f"x_B and y_B must have the same shape, got x_B {tuple(x_B.shape)} and y_B {tuple(y_B.shape)}")
     V.indices("x_B", x_B, shape[-2], "the number of prompts")
     V.indices("y_B", y_B, shape[-1], "the number of responses")

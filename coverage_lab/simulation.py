@@ -74,6 +74,7 @@ def run(
     algorithm = algorithms[0]
     V.key("key", key)
     pi_ref = np.asarray(env.pi_ref_XxY, np.float64)
+    V.float32_masses("env.pi_ref_XxY", pi_ref)  # the compiled run is float32
     mu = V.prob_table("mu", mu, ndim=2)
     V.shape("mu", mu, pi_ref.shape)
     if ((mu > 0) & (pi_ref == 0)).any():
@@ -86,7 +87,7 @@ def run(
         raise ValueError(f"log_every ({log_every}) must divide steps ({steps})")
     reward_steps = steps if reward_steps is None else V.integer("reward_steps", reward_steps, minimum=1)
     batch_size = V.integer("batch_size", batch_size, minimum=1)
-    V.positive("learning_rate", learning_rate)
+    V.float32_scale("learning_rate", learning_rate)
     _check_optimizer(optimizer)
     if algorithm.k and algorithm.k < 2:
         raise ValueError(f"k must be >= 2 for the RLOO estimate, got {algorithm.k}")
@@ -142,6 +143,7 @@ def _sweep_values(algorithm) -> list[A.Algorithm]:
     for a in algorithms:
         if not isinstance(a, A.Algorithm):
             raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(a).__name__}")
+        A.check_hparams(a, a.hparams, where=f"{a.name}'s hyper-parameters")
         if a != algorithms[0] or set(a.hparams) != set(algorithms[0].hparams):
             raise ValueError(
                 "algorithm: a sweep's algorithms must differ only in their hyper-parameter values "
@@ -337,7 +339,7 @@ def train_on_data(
     D.check_batch(data)
     V.integer("steps", steps, minimum=1)
     V.integer("reward_steps", reward_steps, minimum=1)
-    V.positive("learning_rate", learning_rate)
+    V.float32_scale("learning_rate", learning_rate)
     _check_optimizer(optimizer)
     reward_fn = None
     if algorithm.reward_model:

@@ -31,7 +31,7 @@ def make_step(
 
     ``fit`` scans it over steps; it is public so that a caller can drive the same step from its own loop (the
     seed benchmark calls it from Python, one seed at a time and vmapped)."""
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    grad_fn = jax.value_and_grad(_checked(objective), has_aux=True)
 
     def step(carry, batch: Batch, key, t):
         params, opt_state = carry
@@ -41,6 +41,19 @@ def make_step(
         return (params if project is None else project(params, t), opt_state), metrics
 
     return step
+
+
+def _checked(objective: Objective) -> Objective:
+    """``objective``, refusing by name a result that is not ``(loss, metrics)`` (checked as it is traced: free)."""
+
+    def checked(params, batch, key):
+        out = objective(params, batch, key)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            got = f"an array of shape {tuple(out.shape)}" if hasattr(out, "shape") else type(out).__name__
+            raise ValueError(f"objective must return a pair (loss, metrics), got {got}")
+        return out
+
+    return checked
 
 
 def check_optimizer(optimizer) -> None:
@@ -114,7 +127,7 @@ def fit(
         carry, metrics = jax.lax.scan(step, carry, i * log_every + jnp.arange(log_every))
         return carry, (jax.tree.map(lambda m: m.mean(0), metrics), evaluate(carry[0]))
 
-    first_metrics = objective(params, batch_at(0), fold_in(k_obj, 0))[1]
+    first_metrics = _checked(objective)(params, batch_at(0), fold_in(k_obj, 0))[1]
     first_eval = evaluate(params)
     (params, _), (metrics, evals) = jax.lax.scan(interval, carry, jnp.arange(steps // log_every))
     stack = lambda a, b: jnp.concatenate([jnp.asarray(a)[None], b])  # noqa: E731

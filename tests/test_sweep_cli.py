@@ -77,6 +77,18 @@ def test_cli_list_and_errors(capsys):
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
+def test_cli_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "sub"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["reproduce", "lower_bound", "--smoke", "--out", str(out), "--jobs", "1", "--no-compile-cache"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith("coverage-lab: error: --out"), err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert a_file.read_text() == "x"
+
+
 def test_cli_main_returns_zero_for_list(capsys):
     assert cli.main(["list"]) == 0
 

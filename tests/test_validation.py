@@ -64,8 +64,16 @@ TOY_PARAMS = TM.init(KEY, TOY.model)
 THREE_LAYERS = dataclasses.replace(TOY.model, n_layers=3)  # the toy model has one
 
 
-def _toy_sample(key=KEY, temperature=1.0):
-    return TM.sample(TOY_PARAMS, key, np.zeros((2, 2), np.int32), TOY.model, length=3, temperature=temperature)
+def _toy_sample(key=KEY, temperature=1.0, params=TOY_PARAMS):
+    return TM.sample(params, key, np.zeros((2, 2), np.int32), TOY.model, length=3, temperature=temperature)
+
+
+def _bare_loss(params, batch, key):
+    return (params**2).sum()  # not (loss, metrics)
+
+
+TINY_REF_ENV = bandits.TabularBandit(ONE, np.array([[1 - 1e-50, 1e-50]]), np.zeros((1, 2)))
+EVAL_OPTS = dict(n_samples=2, mu_logp_XxV=MU_TOKENS, data=PAIRS)
 
 
 def _softmax_logp(x_B, y_B):
@@ -339,6 +347,47 @@ CASES = [
     ("a size given as a list", lambda: TS.get(["toy"]), "size"),
     ("metric names of a task name", lambda: TE.names("toy", reward_model=True), "task"),
     ("metric names, reward_model as text", lambda: TE.names(TASK, reward_model="no"), "reward_model"),
+    # a third audit: each of these gave NaN or inf, a silently wrong answer, or an error naming nothing
+    ("DPO, beta overflowing float32", lambda: losses.dpo(z, z, z, z, 1e39), "beta"),
+    ("DPO, beta vanishing in float32", lambda: losses.dpo(z, z, z, z, 1e-50), "beta"),
+    ("IPO, 1/tau overflowing float32", lambda: losses.ipo(z, z, z, z, 1e-40), "tau"),
+    ("reward model, r_max overflowing float32", lambda: policies.bounded_reward_model(env, 1e39), "r_max"),
+    ("policy of a pi_ref mass float32 cannot hold", lambda: policies.tabular_softmax(TINY_REF_ENV), "pi_ref_XxY"),
+    (
+        "linear pi_ref underflowing to 0",
+        lambda: bandits.LinearBandit(ONE, PHI, np.zeros(2), np.array([400.0, 0])),
+        "theta_ref",
+    ),
+    ("more draws than float32 counts", lambda: data.sample_counts(KEY, WEIGHTS, 2**24 + 1), "n must be <="),
+    (
+        "log-probs, x_B and y_B of different shapes",
+        lambda: _softmax_logp(np.zeros(2, int), np.zeros((2, 1), int)),
+        "x_B",
+    ),
+    ("log-probs, float prompt indices", lambda: _softmax_logp(np.array([0.0]), np.array([1])), "x_B"),
+    ("log-probs, indices as lists", lambda: _softmax_logp([0], [1]), "x_B"),
+    ("rewards, x_B and y_B of different shapes", lambda: _rm_rewards(np.zeros(3, int), np.zeros(1, int)), "y_B"),
+    ("a table policy of no functions", lambda: policies.from_table(None, None), "init"),
+    (
+        "model sampling, NaN parameters",
+        lambda: _toy_sample(params=jax.tree.map(lambda a: a * np.nan, TOY_PARAMS)),
+        "params",
+    ),
+    ("reference key not a key", lambda: TR.simulate_many("toy", [A.dpo()], key=KEY, ref_key=5), "ref_key"),
+    ("a bandit missing an array", lambda: bandits.TabularBandit(None, GOOD_REF, GOOD_R), "rho_X"),
+    ("float row indices", lambda: data.take(PAIRS, np.array([0.0, 1.0])), "idx_B"),
+    ("2-D row indices", lambda: data.take(PAIRS, np.zeros((2, 1), int)), "idx_B"),
+    ("pair counts of float prompts", lambda: data.pair_counts(PAIRS._replace(x_B=PAIRS.x_B * 1.0), 1, 3), "data.x_B"),
+    ("pairs of different lengths", lambda: data.pair_indices(PAIRS._replace(y_w_B=PAIRS.y_w_B[:1]), 1, 3), "y_w_B"),
+    ("evaluator of a task name", lambda: TE.make_evaluator("foo", TOY_POLICY, TOY_PARAMS, KEY, **EVAL_OPTS), "task"),
+    ("evaluator of no policy", lambda: TE.make_evaluator(TASK, None, TOY_PARAMS, KEY, **EVAL_OPTS), "policy"),
+    ("seed slope, negative seed", lambda: plotting.loglog_fit_seeds([1, 1, 2, 2, 3, 3], [1.0] * 6, seed=-1), "seed"),
+    (
+        "fit, objective returning a bare loss",
+        lambda: train.fit(_bare_loss, np.ones(2), PAIRS, KEY, steps=1, optimizer=OPT),
+        "objective",
+    ),
+    ("compile cache of True", lambda: cli.use_compile_cache(True), "directory"),
 ]
 
 
@@ -424,3 +473,14 @@ def test_bfloat16_log_probabilities_and_stacked_environments_are_taken():
 def test_exact_kl_is_inf_where_pi_has_mass_too_small_for_float32_and_pi_ref_none():
     assert TE.exact_kl(np.array([[0.0, -200.0]]), np.array([[0.0, -np.inf]])) == np.inf
     assert TE.exact_kl(np.array([[0.0, -np.inf]]), np.array([[-200.0, 0.0]])) > 0  # pi_ref's mass elsewhere: finite
+
+
+def test_sampled_kl_of_a_reference_mass_float32_cannot_hold_is_finite():
+    """pi_ref = 1e-50 is log 0 in float32: its log is taken in float64, so the k1 and k3 estimates stay near the exact
+    KL (57) instead of inf."""
+    pi_ref = np.array([[1 - 1e-50, 1e-50]])
+    kl = metrics.sampled_kl(KEY, np.log(np.full((1, 1, 2), 0.5)), pi_ref, ONE, 4096)
+    truth = exact.reverse_kl(np.full((1, 2), 0.5), pi_ref, ONE)
+    for name in ("kl_k1", "kl_k3"):
+        assert np.isfinite(kl[name][0]) and abs(kl[name][0] - truth) < 5, (name, kl[name], truth)
+    assert metrics.sampled_kl(KEY, np.log(np.full((1, 1, 2), 0.5)), np.array([[1.0, 0.0]]), ONE)["kl_k1"][0] == np.inf

@@ -75,6 +75,10 @@ def make_evaluator(
     ``policy`` must give summed (not length-normalised) sequence log-probabilities; ``rewards(x_B, y_BxL)``
     is a fitted reward model's score function or None. Reference samples and tables are computed once here.
     """
+    if not isinstance(task, T.Task):
+        raise ValueError(f"task must come from task.make_task, got {type(task).__name__}")
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy must be a coverage_lab.policies.Policy (policy.sequence_policy), got {policy!r:.80}")
     V.integer("n_samples", n_samples, minimum=1)
     V.integer("n_data", n_data, minimum=1)
     V.key("key", key)

@@ -124,6 +124,17 @@ def check_params(params, config: Config, name: str = "params") -> None:
             raise ValueError(f"{name}{where} has shape {np.shape(leaf)}; this config's model needs {spec.shape}")
 
 
+def _check_finite_params(params, name: str = "params") -> None:
+    """Concrete leaves only (inside a trace the values are staged): a NaN or inf weight makes every logit NaN, and
+    ``jax.random.categorical`` turns NaN logits into valid-looking tokens instead of failing."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    concrete = [(path, leaf) for path, leaf in leaves if not isinstance(leaf, jax.core.Tracer)]
+    finite = jax.device_get([jnp.isfinite(leaf).all() for _, leaf in concrete])  # one flag a leaf leaves the device
+    for (path, _), ok in zip(concrete, finite, strict=True):
+        if not ok:
+            raise ValueError(f"{name}{jax.tree_util.keystr(path)} contains NaN or inf")
+
+
 def init(key, config: Config) -> dict:
     """Random parameters (GPT-2 initialisation: normal(0.02), residual projections scaled by ``1/sqrt(2 n_layers)``).
 
@@ -301,6 +312,7 @@ def sample(params, key, prompt_BxP, config: Config, *, length: int, temperature:
     fed back. ``temperature > 0`` (1: the model's own distribution).
     """
     check_params(params, config)
+    _check_finite_params(params)
     _check_key(key)
     _positive_int("length", length)
     _check_temperature(temperature)

@@ -117,6 +117,8 @@ def simulate_many(
     if not isinstance(algorithms, list) or not algorithms or not all(isinstance(a, A.Algorithm) for a in algorithms):
         raise ValueError("algorithms must be a non-empty list of coverage_lab.algorithms.Algorithm")
     V.key("key", key)
+    if ref_key is not None:
+        V.key("ref_key", ref_key)
     exact, normalize, rm_eval = V.flag("exact", exact), V.flag("normalize", normalize), V.flag("rm_eval", rm_eval)
     fast = size.fast_compile if fast_compile is None else V.flag("fast_compile", fast_compile)
     task = T.make_task(size.task)
