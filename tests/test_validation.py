@@ -185,6 +185,26 @@ CASES = [
     ),
     ("seeds not a count or ids", lambda: V.seed_ids(2.5), "seeds"),
     (
+        "metrics a string, not its letters",
+        lambda: cl.simulate(env, A.dpo(), mu=mu, n_pairs=8, steps=2, seeds=1, key=KEY, metrics="kl"),
+        "metrics must be a sequence of names",
+    ),
+    (
+        "simulate, beta overflowing float32",
+        lambda: cl.simulate(env, A.dpo(beta=1e39), mu=mu, n_pairs=None, steps=2, seeds=1, key=KEY),
+        "beta",
+    ),
+    (
+        "simulate, learning rate overflowing float32",
+        lambda: cl.simulate(env, A.dpo(), mu=mu, n_pairs=None, steps=2, seeds=1, key=KEY, learning_rate=1e39),
+        "learning_rate",
+    ),
+    (
+        "simulate, a pi_ref mass float32 cannot hold",
+        lambda: cl.simulate(bandits.counterexample(1e-50)[0], A.dpo(), mu=mu, n_pairs=None, steps=2, seeds=1, key=KEY),
+        "pi_ref_XxY",
+    ),
+    (
         "no metrics",
         lambda: cl.simulate(env, A.dpo(), mu=mu, n_pairs=8, steps=2, seeds=1, key=KEY, metrics=[]),
         "metrics",
