@@ -150,6 +150,8 @@ def shape(name: str, x, expected: tuple) -> None:
 def mask(name: str, m, expected: tuple) -> np.ndarray:
     """``m`` as a boolean numpy array of shape ``expected`` (a bool array, or 0/1 values)."""
     a = np.asarray(m)
+    if a.dtype == object:  # None, ragged lists: np.asarray(None, float) would read as NaN
+        raise ValueError(f"{name} must be a boolean mask (or 0/1 values), got {type(m).__name__}")
     if a.dtype != bool:
         a = array(name, a)
         if not np.isin(a, (0.0, 1.0)).all():
