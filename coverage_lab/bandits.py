@@ -121,7 +121,8 @@ class LinearBandit:
                 logits = np.einsum("...xyd,...d->...xy", phi, t)
                 if not np.isfinite(logits).all():
                     raise ValueError(f"phi_XxYxD @ {name} overflows float64: scale the features or {name} down")
-        if logits.size and (np.exp(logits - logits.max(-1, keepdims=True)) == 0).any():  # theta_ref's logits
+        ref_logits = np.einsum("...xyd,...d->...xy", phi, theta_ref)  # finite: checked above
+        if ref_logits.size and (np.exp(ref_logits - ref_logits.max(-1, keepdims=True)) == 0).any():
             raise ValueError(
                 "theta_ref_D spreads the logits phi_XxYxD @ theta_ref_D so far (a gap over ~745) that pi_ref_XxY "
                 "gives a response exactly 0, and a KL to it would be inf: scale the features or theta_ref_D down"

@@ -148,7 +148,8 @@ def rlhf_max_kl(pi_ref_XxY, rho_X, beta, r_max) -> float:
             log_q, log_1mq = np.log(q), np.log1p(-q)
         log_z = np.logaddexp(log_q + a, log_1mq)
         log_p, log_1mp = log_q + a - log_z, log_1mq - log_z
-        # KL(p || q) term by term, not as p a - log_z, which cancels catastrophically for a large a
+        # KL(p || q) term by term, not as p a - log_z, which cancels catastrophically for a large a (for a small a
+        # the KL is O(a^2) from O(a) terms either way: absolute precision only)
         with np.errstate(invalid="ignore"):
             kl = np.where(q > 0, np.exp(log_p) * (log_p - log_q), 0.0)
             kl += np.where(q < 1, np.exp(log_1mp) * (log_1mp - log_1mq), 0.0)
@@ -214,7 +215,8 @@ def hypo_unseen_mass(pi_XxY, pi_ref_XxY, unseen_XxY, rho_X) -> float:
     ``E_x pi_ref(U_x|x) exp(KL(pi(.|x) || pi_ref(.|x)))``, ``U_x`` the ``unseen`` responses of prompt ``x``.
 
     In a tabular softmax the DPO term has no gradient on an unseen response's logit (SPEC §4.1), and the exact
-    KL term's gradient there is ``lam rho(x) pi(y|x) [log(pi/pi_ref)(y) - KL_x]``. At a stationary point every
+    KL term's gradient there is ``lam rho(x) pi(y|x) [log(pi/pi_ref)(y) - KL_x]``, so descent raises the logit
+    while its log-ratio is below ``KL_x``. At a stationary point every
     unseen ``y`` with ``pi(y|x) > 0`` therefore has ``pi(y|x) = pi_ref(y|x) exp(KL_x)``: the KL penalty raises
     the mass the data never shows by the factor ``exp(KL_x) >= 1``, whatever ``lam > 0`` (SPEC §4.4's "zero
     mass" is the case ``pi_ref(U_x) = 0``). Evaluated at any ``pi`` it is the unseen mass a stationary point

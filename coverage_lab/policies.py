@@ -126,7 +126,6 @@ def _check_indices(x_B, y_B, shape) -> None:
     JAX clamps an index out of range, which would read another response's entry."""
     V.index_array("x_B", x_B)
     V.index_array("y_B", y_B)
-    if tuple(x_B.shape) != tuple(y_B.shape):
-        raise ValueError(f"x_B and y_B must have the same shape, got x_B {tuple(x_B.shape)} and y_B {tuple(y_B.shape)}")
+    V.same_shape(x_B=x_B, y_B=y_B)
     V.indices("x_B", x_B, shape[-2], "the number of prompts")
     V.indices("y_B", y_B, shape[-1], "the number of responses")

@@ -74,7 +74,8 @@ def run(
     algorithm = algorithms[0]
     V.key("key", key)
     pi_ref = np.asarray(env.pi_ref_XxY, np.float64)
-    V.float32_masses("env.pi_ref_XxY", pi_ref)  # the compiled run is float32
+    if isinstance(env, TabularBandit):  # its policy starts at log pi_ref in float32 (a log-linear one takes logits)
+        V.float32_masses("env.pi_ref_XxY", pi_ref)
     mu = V.prob_table("mu", mu, ndim=2)
     V.shape("mu", mu, pi_ref.shape)
     if ((mu > 0) & (pi_ref == 0)).any():
@@ -143,7 +144,6 @@ def _sweep_values(algorithm) -> list[A.Algorithm]:
     for a in algorithms:
         if not isinstance(a, A.Algorithm):
             raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(a).__name__}")
-        A.check_hparams(a, a.hparams, where=f"{a.name}'s hyper-parameters")
         if a != algorithms[0] or set(a.hparams) != set(algorithms[0].hparams):
             raise ValueError(
                 "algorithm: a sweep's algorithms must differ only in their hyper-parameter values "

@@ -47,7 +47,7 @@ TILTS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 SETTINGS = [{"tilt": t, "seeds": 10} for t in TILTS]
 SMOKE = [{"tilt": t, "seeds": 2, "steps": 100, "hypo_steps": 1000} for t in (-1.0, 1.0)]
 KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
-    "tilt": between(-10.0, 10.0),  # pi_ref ∝ exp(tilt r*/beta): past |tilt| ~ 20 its entries vanish in float32
+    "tilt": between(-10.0, 10.0),  # pi_ref ∝ exp(tilt r*/beta): ratios to e^40 (near |tilt| 22 it underflows float32)
     "seeds": integer(1),  # default 10
     "steps": logged_steps(1),  # default STEPS
     "lam": V.positive,  # HyPO's; default LAM

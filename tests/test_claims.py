@@ -122,7 +122,7 @@ def test_hypo_puts_zero_mass_where_pi_ref_is_zero(seed, delta):
     assert (np.exp(logp_LxXxY)[..., -1] == 0).all() and np.isfinite(logp_LxXxY[..., :-1]).all()
 
 
-@given(seeds, st.floats(0.1, 1.0), st.sampled_from([0.03, 0.1, 0.3]), st.integers(1, 2))
+@given(seeds, st.floats(0.05, 0.5), st.sampled_from([0.03, 0.1]), st.integers(1, 2))
 @settings(max_examples=6)
 def test_hypo_raises_unseen_mass_to_pi_ref_times_exp_kl(seed, beta, lam, n_unseen):
     """Tabular HyPO's KL term is the only force on an unseen logit, ``lam rho pi(y) [log(pi/pi_ref)(y) - KL_x]``,
@@ -138,11 +138,11 @@ def test_hypo_raises_unseen_mass_to_pi_ref_times_exp_kl(seed, beta, lam, n_unsee
     pi = np.exp(np.asarray(r.logs["eval"][0, -1], np.float64))
     pi /= pi.sum(-1, keepdims=True)
     kl_X = exact.kl_per_prompt(pi, pi_ref)
-    assume(kl_X.min() > 1e-3)  # a tilt to see: the data moved every prompt
-    ratio = pi[~support] / pi_ref[~support]
-    np.testing.assert_allclose(np.log(ratio), np.broadcast_to(kl_X[:, None], pi.shape)[~support], atol=2e-3)
+    assume(kl_X.min() > 1e-3)  # a tilt to see: the data moved every prompt (the lift e^KL - 1 is 100x the tolerance)
+    ratio = pi[~support] / pi_ref[~support]  # trained to within about 1e-7 of the identity in float32
+    np.testing.assert_allclose(np.log(ratio), np.broadcast_to(kl_X[:, None], pi.shape)[~support], atol=1e-5)
     unseen_mass = rho @ (pi * ~support).sum(-1)
-    np.testing.assert_allclose(unseen_mass, exact.hypo_unseen_mass(pi, pi_ref, ~support, rho), rtol=2e-3)
+    np.testing.assert_allclose(unseen_mass, exact.hypo_unseen_mass(pi, pi_ref, ~support, rho), rtol=1e-5)
     assert unseen_mass > rho @ (pi_ref * ~support).sum(-1)
 
 

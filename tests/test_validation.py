@@ -190,8 +190,8 @@ CASES = [
         "metrics must be a sequence of names",
     ),
     (
-        "simulate, beta overflowing float32",
-        lambda: cl.simulate(env, A.dpo(beta=1e39), mu=mu, n_pairs=None, steps=2, seeds=1, key=KEY),
+        "an algorithm with beta overflowing float32 (it gave NaN losses in simulate)",
+        lambda: A.dpo(beta=1e39),
         "beta",
     ),
     (
@@ -505,3 +505,14 @@ def test_sampled_kl_of_a_reference_mass_float32_cannot_hold_is_finite():
     for name in ("kl_k1", "kl_k3"):
         assert np.isfinite(kl[name][0]) and abs(kl[name][0] - truth) < 5, (name, kl[name], truth)
     assert metrics.sampled_kl(KEY, np.log(np.full((1, 1, 2), 0.5)), np.array([[1.0, 0.0]]), ONE)["kl_k1"][0] == np.inf
+
+
+def test_a_log_linear_pi_ref_below_float32s_smallest_mass_still_simulates():
+    """The float32 check on pi_ref is the tabular policy's (it starts at log pi_ref); a log-linear policy takes the
+    logits, so a pi_ref mass of 1e-42 is no obstacle there."""
+    env = bandits.LinearBandit(np.ones(1), np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]]), [1.0, 0.5], [0.0, -95.0])
+    assert 0 < np.asarray(env.pi_ref_XxY).min() < np.finfo(np.float32).tiny
+    df = cl.simulate(
+        env, A.dpo(0.1), mu=np.full((1, 3), 1 / 3), n_pairs=None, steps=20, seeds=1, key=KEY, metrics=["kl"]
+    )
+    assert np.isfinite(df["value"]).all()
