@@ -228,12 +228,18 @@ def index_array(name: str, a, *, ndim: int | None = None):
     return a
 
 
+def vanishes_in_float32(p) -> np.ndarray:
+    """Where a probability lies in (0, float32's smallest normal number): a mass float32 rounds away."""
+    p = np.asarray(p, np.float64)
+    return (p > 0) & (p < np.finfo(np.float32).tiny)
+
+
 def float32_masses(name: str, p) -> None:
     """Checks that no probability in ``p`` lies in (0, float32's smallest normal number): such a mass is 0 in float32,
     where the compiled runs live, so a response the table supports would start at ``log 0 = -inf`` and give NaN
     log-ratios once the data shows it."""
     p = np.asarray(p, np.float64)
-    tiny = (p > 0) & (p < np.finfo(np.float32).tiny)
+    tiny = vanishes_in_float32(p)
     if tiny.any():
         raise ValueError(
             f"{name} has entries in (0, {np.finfo(np.float32).tiny:.3g}) (smallest {p[tiny].min():.3g}): they vanish "

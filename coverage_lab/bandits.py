@@ -114,14 +114,15 @@ class LinearBandit:
             raise ValueError(f"phi_XxYxD must have shape (X, Y, D), got {phi.shape}")
         if rho.shape != phi.shape[:-2]:
             raise ValueError(f"rho_X has shape {rho.shape}, but phi_XxYxD has {phi.shape[-3]} prompts")
+        logits = {}
         for name, t in (("theta_star_D", theta_star), ("theta_ref_D", theta_ref)):
             if t.shape != phi.shape[:-3] + phi.shape[-1:]:
                 raise ValueError(f"{name} has shape {t.shape}, expected ({phi.shape[-1]},) to match phi_XxYxD")
             with np.errstate(over="ignore", invalid="ignore"):
-                logits = np.einsum("...xyd,...d->...xy", phi, t)
-                if not np.isfinite(logits).all():
+                logits[name] = np.einsum("...xyd,...d->...xy", phi, t)
+                if not np.isfinite(logits[name]).all():
                     raise ValueError(f"phi_XxYxD @ {name} overflows float64: scale the features or {name} down")
-        ref_logits = np.einsum("...xyd,...d->...xy", phi, theta_ref)  # finite: checked above
+        ref_logits = logits["theta_ref_D"]
         if ref_logits.size and (np.exp(ref_logits - ref_logits.max(-1, keepdims=True)) == 0).any():
             raise ValueError(
                 "theta_ref_D spreads the logits phi_XxYxD @ theta_ref_D so far (a gap over ~745) that pi_ref_XxY "

@@ -117,7 +117,7 @@ def sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples: int = 64) -> dict[
     V.shape("rho_X", rho, pi_ref.shape[:1])
     _policies(logp_NxXxY, *pi_ref.shape)
     log_ref = None  # pi_ref's log in float64, where float32 would make a mass below its smallest normal log 0
-    if ((pi_ref > 0) & (pi_ref < np.finfo(np.float32).tiny)).any():
+    if V.vanishes_in_float32(pi_ref).any():
         with np.errstate(divide="ignore"):
             log_ref = jnp.asarray(np.log(pi_ref), jnp.float32)
     out = _sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples, log_ref)

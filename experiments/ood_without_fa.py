@@ -107,7 +107,8 @@ def _stationary(r: S.Run, env, mu, lam: float) -> pd.DataFrame:
     """``ood_mass_stationary``: HyPO's unseen mass at a stationary point with the KL of each snapshot."""
     pi_LxXxY = np.exp(np.asarray(r.logs["eval"][0], np.float64))
     pi_LxXxY /= pi_LxXxY.sum(-1, keepdims=True)  # float32 tables, renormalised in float64
-    value = [exact.hypo_unseen_mass(pi, env.pi_ref_XxY, np.asarray(mu) == 0, env.rho_X) for pi in pi_LxXxY]
+    unseen = np.asarray(mu) == 0
+    value = [exact.hypo_unseen_mass(pi, env.pi_ref_XxY, unseen, env.rho_X) for pi in pi_LxXxY]
     step = np.asarray(r.logs["step"])[0]
     rows = {"algorithm": "hypo", "step": step, "metric": "ood_mass_stationary", "value": value, "lam": lam}
     return pd.DataFrame(rows)
