@@ -3,7 +3,7 @@
 The same loop as ``coverage_lab.run(env, algorithms.dpo(beta), mu=mu, n_pairs=None, ...)``: softmax logits
 initialised at ``log pi_ref``, the exact batch (every ``(x, y_w, y_l)`` with weight
 ``rho(x) (mu_pair(a, b) + mu_pair(b, a)) P(a ≻ b|x)``, as ``data.exact_batch``), the full batch every step,
-and Adam with a cosine decay of the step size to zero (``simulation.default_optimizer``: optax's ``adam`` and
+and Adam with a cosine decay of the step size to zero (``fitting.default_optimizer``: optax's ``adam`` and
 ``cosine_decay_schedule``, ``b1 = 0.9``, ``b2 = 0.999``, ``eps = 1e-8``). The gradient is written by hand:
 
     m_i = beta ((logp[x_i, w_i] - ref[x_i, w_i]) - (logp[x_i, l_i] - ref[x_i, l_i]))

@@ -5,7 +5,7 @@ share of time spent sampling, and peak device memory.
                                            [--isolate] [--csv PATH]
 
 Each algorithm's objective is built exactly as in a run (``coverage_lab.algorithms`` on the transformer
-``Policy``, the pairs' reference log-probabilities computed once beforehand as ``simulation.train_policy`` does),
+``Policy``, the pairs' reference log-probabilities computed once beforehand as ``fitting.train_policy`` does),
 and ``steps`` optimizer steps go through ``coverage_lab.train.fit`` in one compiled call; the first call (compile +
 run) is discarded, the second is timed. Weights are random: the cost of a step does not depend
 on them (RLHF's reward model is untrained for the same reason). Reported per algorithm:

@@ -29,8 +29,8 @@ from coverage_lab import bandits, coverage
 from coverage_lab import data as D
 from coverage_lab._compile import cpu_options, jit
 from coverage_lab._sampling import fold_in
+from coverage_lab.fitting import default_optimizer
 from coverage_lab.policies import default_policy
-from coverage_lab.simulation import default_optimizer
 from coverage_lab.train import make_step
 
 from ._timing import best_of, compile_clock, row, wall
@@ -68,7 +68,7 @@ def fit_step(problem: Problem, steps: int, optimizer: optax.GradientTransformati
 
     ``carry = (params, opt_state)``; ``inputs = (data, idx, k_obj)``: the seed's sampled pairs, its minibatch
     rows for every step (``data.minibatch_indices``) and the objective's key, drawn from the seed's key as
-    ``simulation._run_one`` and ``fit`` draw them. ``optimizer`` defaults to ``simulation.default_optimizer``.
+    ``simulation._run_one`` and ``fit`` draw them. ``optimizer`` defaults to ``fitting.default_optimizer``.
     """
     env, mu, algorithm, n_pairs, batch_size, lr = problem
     if algorithm.reward_model:

@@ -5,7 +5,19 @@ Offline contrastive methods (DPO, IPO) need global coverage; online RLHF and HyP
 Understanding Preference Fine-tuning via Coverage. arXiv:2406.01462.
 """
 
-from coverage_lab import algorithms, bandits, coverage, data, exact, losses, metrics, policies, train
+from coverage_lab import (
+    algorithms,
+    bandits,
+    coverage,
+    data,
+    exact,
+    fitting,
+    losses,
+    metrics,
+    minimisers,
+    policies,
+    train,
+)
 from coverage_lab._compile import jit
 from coverage_lab.bandits import LinearBandit, TabularBandit
 from coverage_lab.simulation import run, simulate
@@ -18,9 +30,11 @@ __all__ = [
     "coverage",
     "data",
     "exact",
+    "fitting",
     "jit",
     "losses",
     "metrics",
+    "minimisers",
     "policies",
     "run",
     "simulate",

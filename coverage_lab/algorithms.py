@@ -3,8 +3,9 @@
 A factory returns an :class:`Algorithm`: its name, its sweepable hyper-parameters (``hparams``, passed to
 the compiled program as arrays so a sweep does not recompile) and ``make(algorithm, ctx, hparams)
 -> objective(params, batch, key) -> (loss, metrics)``. Every objective is built from the shared losses in
-:mod:`coverage_lab.losses`; exact and sampled versions differ only in the data (``ctx.exact`` says whether
-on-policy expectations are enumerated or estimated with ``k`` samples by RLOO).
+:mod:`coverage_lab.losses` and the terms of :mod:`coverage_lab.terms` (whose names this module re-exports:
+``algorithms.Context``, ``algorithms.with_reference``, ...); exact and sampled versions differ only in the data
+(``ctx.exact`` says whether on-policy expectations are enumerated or estimated with ``k`` samples by RLOO).
 
 References:
   Song et al. The Importance of Online Data: Understanding Preference Fine-tuning via Coverage.
@@ -23,27 +24,21 @@ import numpy as np
 
 from coverage_lab import _validate as V
 from coverage_lab import losses
-from coverage_lab.data import Batch, check_batch
-from coverage_lab.policies import Policy
-
-sg = jax.lax.stop_gradient
-
-
-class Context(NamedTuple):
-    """What an objective is built against.
-
-    policy: the policy's pure functions; ref_params: the reference policy's parameters;
-    exact: enumerate on-policy expectations (needs ``policy.table``) instead of sampling;
-    reward_fn: ``r_hat(x_B, y_B)`` of a fitted reward model, or None;
-    pref_XxYxY: the Bradley–Terry oracle ``P(a ≻ b|x)`` for online pair labels, or None: a table, or anything
-      indexed like one as ``pref_XxYxY[x_B, a_B, b_B]`` (the transformer track's ``GoldPreference`` on tokens).
-    """
-
-    policy: Policy
-    ref_params: Any
-    exact: bool
-    reward_fn: Callable | None = None
-    pref_XxYxY: Any = None
+from coverage_lab.data import Batch
+from coverage_lab.terms import (
+    Context,
+    batch_pair_logps,
+    batch_reference,
+    contrastive,
+    draw,
+    joint_log_probs,
+    on_policy,
+    pair_logps,
+    sampled_surrogate,
+    sg,
+    weighted,
+)
+from coverage_lab.terms import with_reference as with_reference  # re-exported, as Context and the rest are
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,132 +143,6 @@ class Augmented(NamedTuple):
     behaviour: Any = None
 
 
-# ----------------------------------------------------------------------------------------------
-# Shared pieces
-
-
-def _weighted(loss_B, weight_B):
-    return jnp.sum(weight_B * loss_B)
-
-
-def joint_log_probs(policy: Policy, params, *batches) -> list:
-    """``policy.log_probs(params, x, y)`` for several ``(x_B, y_B)`` batches: in one call, split back, when the
-    policy asks for it (``policy.one_pass``), else one call each.
-
-    For a sequence model one call is one forward (and backward) pass instead of one per batch: fewer, larger
-    kernels and a smaller program to trace and compile (measured on the transformer track, ``small``: the DPO
-    training program went from 775 to 497 fusions and from 9.8 to 7.5 CPU-s of compile time). A table keeps one
-    gather per batch: its gradient then sums in the same order as the objective's terms, so contributions that
-    cancel in exact arithmetic (a pair's two responses on a response neither favours) cancel to exactly zero,
-    as the exact track relies on (Adam would turn rounding noise into steps of the learning rate's size)."""
-    if not batches:
-        raise ValueError("batches must hold at least one (x_B, y_B) pair of arrays")
-    if not policy.one_pass:
-        return [policy.log_probs(params, x, y) for x, y in batches]
-    x = jnp.concatenate([x for x, _ in batches])
-    y = jnp.concatenate([y for _, y in batches])
-    return jnp.split(policy.log_probs(params, x, y), np.cumsum([x.shape[0] for x, _ in batches])[:-1].tolist())
-
-
-def _reference(ctx: Context, x_B, y_w_B, y_l_B) -> list:
-    return [sg(r) for r in joint_log_probs(ctx.policy, ctx.ref_params, (x_B, y_w_B), (x_B, y_l_B))]
-
-
-def _contrastive(ctx: Context, logps) -> tuple:
-    """The pair log-probabilities DPO's and IPO's ``d`` is built from: times ``policy.pair_scale``."""
-    scale = ctx.policy.pair_scale
-    return tuple(logps) if scale == 1.0 else tuple(scale * lp for lp in logps)
-
-
-def pair_logps(ctx: Context, params, x_B, y_w_B, y_l_B):
-    """``(logp_w, logp_l, ref_logp_w, ref_logp_l)`` for a batch of pairs, as DPO and IPO read them (times
-    ``policy.pair_scale``); reference terms are constants."""
-    logps = (*joint_log_probs(ctx.policy, params, (x_B, y_w_B), (x_B, y_l_B)), *_reference(ctx, x_B, y_w_B, y_l_B))
-    return _contrastive(ctx, logps)
-
-
-def batch_reference(ctx: Context, batch: Batch):
-    """``(ref_logp_w, ref_logp_l)`` of the batch's pairs (unscaled): those it carries (:func:`with_reference`),
-    else computed."""
-    if batch.ref_w_B is not None:
-        return batch.ref_w_B, batch.ref_l_B
-    return tuple(_reference(ctx, batch.x_B, batch.y_w_B, batch.y_l_B))
-
-
-def batch_pair_logps(ctx: Context, params, batch: Batch):
-    """:func:`pair_logps` of the batch's pairs, the reference terms from :func:`batch_reference`."""
-    pairs = ((batch.x_B, batch.y_w_B), (batch.x_B, batch.y_l_B))
-    return _contrastive(ctx, (*joint_log_probs(ctx.policy, params, *pairs), *batch_reference(ctx, batch)))
-
-
-def with_reference(ctx: Context, data: Batch, batch_size: int | None = None) -> Batch:
-    """``data`` with its pairs' reference log-probabilities filled in (``ref_w_B``, ``ref_l_B``), ``batch_size``
-    pairs at a time (default: all at once). They are constants of the data: computed once here, the offline
-    objectives read them from each minibatch instead of running ``pi_ref`` at every step (the usual DPO
-    practice; for a sequence model, one forward pass of the reference fewer per step)."""
-    check_batch(data)
-    if batch_size is not None:
-        V.integer("batch_size", batch_size, minimum=1)
-    n = data.size
-    pairs = (data.x_B, data.y_w_B, data.y_l_B)
-
-    def ref(chunk):
-        return tuple(_reference(ctx, *chunk))
-
-    if batch_size is None or batch_size >= n:
-        ref_w, ref_l = ref(pairs)
-    else:  # a loop over chunks of batch_size pairs (the last one padded): a training step's memory at most
-        pad = -n % batch_size
-        chunks = tuple(jnp.concatenate([v, v[:pad]]).reshape(-1, batch_size, *v.shape[1:]) for v in pairs)
-        ref_w, ref_l = (r.reshape(-1)[:n] for r in jax.lax.map(ref, chunks))
-    return data._replace(ref_w_B=ref_w, ref_l_B=ref_l)
-
-
-def on_policy(ctx: Context, params, batch: Batch, key, k: int, cost_fn, *, behaviour=None, clip=None):
-    """A surrogate whose gradient is ``grad E_x E_{y~pi} [cost]``, and the value of that expectation.
-
-    ``cost_fn(x, y, t)`` gives the per-sample cost, ``t = log pi - log pi_ref`` (the KL integrand).
-    Exact (``ctx.exact``): the expectation enumerated over every response, differentiated directly.
-    Sampled: ``k`` samples per prompt with the cost as a stop-gradient reward and a leave-one-out baseline:
-    RLOO (SPEC §3), or, with ``clip``, PPO's clipped surrogate on samples from the ``behaviour`` parameters
-    (then ``t`` is the behaviour policy's, as when the rewards were computed at rollout time).
-    """
-    x_P, w_P = batch.prompt_x_P, batch.prompt_w_P
-    if ctx.exact:
-        logp_PxY = ctx.policy.table(params)[x_P]
-        ref_PxY = sg(ctx.policy.table(ctx.ref_params)[x_P])
-        p_PxY = jnp.exp(logp_PxY)
-        t_PxY = jnp.where(p_PxY > 0, logp_PxY - ref_PxY, 0.0)
-        y_PxY = jnp.broadcast_to(jnp.arange(p_PxY.shape[-1]), p_PxY.shape)
-        cost = jnp.where(p_PxY > 0, cost_fn(jnp.broadcast_to(x_P[:, None], p_PxY.shape), y_PxY, t_PxY), 0.0)
-        value = _weighted(jnp.sum(p_PxY * cost, -1), w_P)
-        return value, value
-    sampler = params if behaviour is None else behaviour
-    x, y = _draw(ctx, sampler, batch, key, k)
-    logp = ctx.policy.log_probs(params, x, y)
-    return _sampled_surrogate(ctx, batch, x, y, logp, k, cost_fn, sampler=sampler, clip=clip)
-
-
-def _draw(ctx: Context, sampler, batch: Batch, key, k: int):
-    """``k`` samples per on-policy prompt from the ``sampler`` parameters (no gradient), flattened: ``(x, y)``."""
-    y_PxK = ctx.policy.sample(sg(sampler), key, batch.prompt_x_P, k)  # (P, k, ...): indices or token arrays
-    return jnp.repeat(batch.prompt_x_P, k, axis=0), y_PxK.reshape((-1, *y_PxK.shape[2:]))
-
-
-def _sampled_surrogate(ctx: Context, batch: Batch, x, y, logp, k: int, cost_fn, *, sampler=None, clip=None):
-    """:func:`on_policy`'s sampled estimate from the drawn ``(x, y)`` and the policy's ``logp`` of them."""
-    logp = logp.reshape(-1, k)
-    ref = sg(ctx.policy.log_probs(ctx.ref_params, x, y)).reshape(-1, k)
-    if clip is None:
-        cost = sg(cost_fn(x, y, (logp - ref).reshape(-1))).reshape(-1, k)
-        surrogate = losses.rloo(logp, cost)
-    else:
-        sampler_logp = sg(ctx.policy.log_probs(sg(sampler), x, y)).reshape(-1, k)
-        cost = sg(cost_fn(x, y, (sampler_logp - ref).reshape(-1))).reshape(-1, k)
-        surrogate = losses.ppo_clip(logp, sampler_logp, -losses.loo_advantage(cost), clip)  # reward = -cost
-    return _weighted(surrogate, batch.prompt_w_P), _weighted(cost.mean(-1), batch.prompt_w_P)
-
-
 def _kl_cost(x, y, t):
     return t
 
@@ -284,7 +153,7 @@ def _kl_cost(x, y, t):
 
 def _make_dpo(alg: Algorithm, ctx: Context, hp):
     def objective(params, batch: Batch, key):
-        loss = _weighted(losses.dpo(*batch_pair_logps(ctx, params, batch), hp["beta"]), batch.weight_B)
+        loss = weighted(losses.dpo(*batch_pair_logps(ctx, params, batch), hp["beta"]), batch.weight_B)
         return loss, {"loss": loss}
 
     return objective
@@ -297,7 +166,7 @@ def dpo(beta: float = 0.1) -> Algorithm:
 
 def _make_ipo(alg: Algorithm, ctx: Context, hp):
     def objective(params, batch: Batch, key):
-        loss = _weighted(losses.ipo(*batch_pair_logps(ctx, params, batch), hp["tau"]), batch.weight_B)
+        loss = weighted(losses.ipo(*batch_pair_logps(ctx, params, batch), hp["tau"]), batch.weight_B)
         return loss, {"loss": loss}
 
     return objective
@@ -317,7 +186,7 @@ def reward_model_objective(rewards: Callable):
 
     def objective(params, batch: Batch, key):
         r_w, r_l = rewards(params, batch.x_B, batch.y_w_B), rewards(params, batch.x_B, batch.y_l_B)
-        loss = _weighted(losses.bt(r_w, r_l), batch.weight_B)
+        loss = weighted(losses.bt(r_w, r_l), batch.weight_B)
         return loss, {"loss": loss}
 
     return objective
@@ -378,16 +247,16 @@ def _make_hypo(alg: Algorithm, ctx: Context, hp):
         if ctx.exact:
             return batch_pair_logps(ctx, params, batch), on_policy(ctx, params, batch, key, alg.k, _kl_cost)
         # sampled: the policy scores the pairs and its own samples in one call (one pass of a sequence model)
-        x, y = _draw(ctx, params, batch, key, alg.k)
+        x, y = draw(ctx, params, batch, key, alg.k)
         pairs = ((batch.x_B, batch.y_w_B), (batch.x_B, batch.y_l_B))
         lp_w, lp_l, lp = joint_log_probs(ctx.policy, params, *pairs, (x, y))
-        logps = _contrastive(ctx, (lp_w, lp_l, *batch_reference(ctx, batch)))
-        return logps, _sampled_surrogate(ctx, batch, x, y, lp, alg.k, _kl_cost)
+        logps = contrastive(ctx, (lp_w, lp_l, *batch_reference(ctx, batch)))
+        return logps, sampled_surrogate(ctx, batch, x, y, lp, alg.k, _kl_cost)
 
     def objective(params, batch: Batch, key):
         policy_params = alg.policy_params(params)
         logps, (kl_surrogate, kl) = dpo_and_kl(policy_params, batch, key)
-        loss = _weighted(losses.dpo(*logps, hp["beta"]), batch.weight_B)
+        loss = weighted(losses.dpo(*logps, hp["beta"]), batch.weight_B)
         metrics = {"loss": loss}
         if not constrained:
             return loss + hp["lam"] * kl_surrogate, {**metrics, "kl_penalty": kl}
@@ -442,14 +311,14 @@ def _make_online_dpo(alg: Algorithm, ctx: Context, hp):
             margin = d_PxY[:, :, None] - d_PxY[:, None, :]
             pair_loss = P_PxYxY * -jax.nn.log_sigmoid(hp["beta"] * margin)
             w = 2.0 * p_PxY[:, :, None] * p_PxY[:, None, :]  # both orders of each drawn pair
-            return _weighted(jnp.sum(w * pair_loss, (-1, -2)), w_P)
+            return weighted(jnp.sum(w * pair_loss, (-1, -2)), w_P)
         k_pair, k_label = jax.random.split(key)
         y_Px2 = ctx.policy.sample(sg(params), k_pair, x_P, 2)
         y, y2 = y_Px2[:, 0], y_Px2[:, 1]
         first_wins = jax.random.uniform(k_label, x_P.shape[:1]) < pref(x_P, y, y2)
         first_wins = first_wins.reshape(first_wins.shape + (1,) * (y.ndim - 1))
         y_w, y_l = jnp.where(first_wins, y, y2), jnp.where(first_wins, y2, y)
-        return _weighted(losses.dpo(*pair_logps(ctx, params, x_P, y_w, y_l), hp["beta"]), w_P)
+        return weighted(losses.dpo(*pair_logps(ctx, params, x_P, y_w, y_l), hp["beta"]), w_P)
 
     def objective(params, batch: Batch, key):
         off, metrics = offline(params, batch, key)

@@ -26,8 +26,9 @@ from coverage_lab import metrics as M
 from coverage_lab._compile import jit
 from coverage_lab.bandits import LinearBandit, TabularBandit, check_bandit, preference_table
 from coverage_lab.coverage import pair_table
-from coverage_lab.policies import Policy, RewardModel, bounded_reward_model, default_policy
-from coverage_lab.train import check_optimizer, fit
+from coverage_lab.fitting import check_algorithm, default_optimizer, fit_reward_model, train_policy
+from coverage_lab.policies import bounded_reward_model, default_policy
+from coverage_lab.train import check_optimizer
 
 
 class Run(NamedTuple):
@@ -231,82 +232,6 @@ def simulate(
     return pd.concat(frames, ignore_index=True)
 
 
-def default_optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
-    """The default optimizer: Adam with a cosine decay of the step size to zero, so that both the exact and
-    the sampled (noisy-gradient) versions converge. Constant-step Adam oscillates around an exact optimum once
-    the gradients are tiny (measured: TV error 5e-8 after 1k steps, 3e-4 after 10k)."""
-    learning_rate = V.positive("learning_rate", learning_rate)
-    steps = V.integer("steps", steps, minimum=1)
-    return optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
-
-
-def fit_reward_model(
-    reward_model: RewardModel,
-    data: D.Batch,
-    key: jax.Array,
-    *,
-    steps: int,
-    optimizer: optax.GradientTransformation,
-    batch_size: int | None = None,
-):
-    """Bradley–Terry maximum likelihood of a bounded ``reward_model`` on the labelled pairs of ``data``, through
-    :func:`train.fit`; returns its parameters."""
-    objective = A.reward_model_objective(reward_model.rewards)
-    params, _ = fit(
-        objective, reward_model.init(key), data, key, steps=steps, optimizer=optimizer, batch_size=batch_size
-    )
-    return params
-
-
-def train_policy(
-    policy: Policy,
-    algorithm: A.Algorithm,
-    data: D.Batch,
-    hp: dict,
-    key: jax.Array,
-    *,
-    exact: bool,
-    steps: int,
-    reward_fn=None,
-    pref_XxYxY=None,
-    batch_size: int | None = None,
-    optimizer: optax.GradientTransformation,
-    log_every: int | None = None,
-    evaluate=None,
-):
-    """One run of ``algorithm`` from the reference policy ``policy.init(key)`` through :func:`train.fit`.
-
-    Pure in ``key`` (``jit``/``vmap`` it); ``hp`` holds the algorithm's traced hyper-parameters; ``reward_fn``
-    is the fitted reward model ``r_hat(x_B, y_B)`` for algorithms that use one (:func:`fit_reward_model`).
-    ``evaluate`` defaults to the policy's log-probability table. Returns ``fit``'s ``(params, logs)`` for the
-    training parameters (``algorithm.policy_params`` extracts the policy's).
-    """
-    _check_hp(algorithm, hp)
-    exact = V.flag("exact", exact)
-    if exact and policy.table is None:
-        raise ValueError("exact needs a policy over an enumerable response set (policy.table is None)")
-    if algorithm.reward_model and reward_fn is None:
-        raise ValueError(f"reward_fn is required: {algorithm.name} uses a reward model")
-    ref_params = policy.init(key)
-    ctx = A.Context(policy, ref_params, exact, reward_fn, pref_XxYxY)
-    if algorithm.offline_pairs:  # pi_ref's log-probabilities of the pairs, once rather than at every step
-        data = A.with_reference(ctx, data, batch_size)
-    if evaluate is None and log_every is not None:
-        evaluate = lambda p: policy.table(algorithm.policy_params(p))  # noqa: E731
-    return fit(
-        algorithm.make(algorithm, ctx, hp),
-        algorithm.init(ref_params, hp),
-        data,
-        key,
-        steps=steps,
-        optimizer=optimizer,
-        batch_size=batch_size,
-        log_every=log_every,
-        evaluate=evaluate,
-        project=algorithm.project,
-    )
-
-
 def train_on_data(
     env: TabularBandit | LinearBandit,
     algorithm: A.Algorithm,
@@ -333,7 +258,7 @@ def train_on_data(
     ``learning_rate`` over each fit's steps. Returns :func:`train_policy`'s ``(params, logs)``.
     """
     check_bandit(env)
-    _check_hp(algorithm, hp)
+    check_algorithm(algorithm, hp)
     V.key("key", key)
     V.key("rm_key", rm_key)
     D.check_batch(data)
@@ -357,12 +282,6 @@ def train_on_data(
 def _check_optimizer(optimizer) -> None:
     if optimizer is not None:  # None: default_optimizer
         check_optimizer(optimizer)
-
-
-def _check_hp(algorithm: A.Algorithm, hp) -> None:
-    if not isinstance(algorithm, A.Algorithm):
-        raise ValueError(f"algorithm must come from coverage_lab.algorithms, got {type(algorithm).__name__}")
-    A.check_hparams(algorithm, hp)
 
 
 def _run_one(

@@ -4,10 +4,10 @@ The out-of-support construction of arXiv:2406.01462 (SPEC §4.2–4.4), computed
 ``eps = pi_ref(y0)`` from 1e-1 to 1e-8 with ``bandits.counterexample(eps)``: one prompt, ``pi_ref =
 ((1-eps)/2, (1-eps)/2, eps)``, ``r* = (R_max, 0, 0)``, offline pairs only on ``{y1, y2}``.
 
-- The family ``pi_delta = exact.move_mass(pi_dpo, y0, delta)`` moves mass ``delta`` onto the unseen ``y0``
+- The family ``pi_delta = minimisers.move_mass(pi_dpo, y0, delta)`` moves mass ``delta`` onto the unseen ``y0``
   keeping the covered ratios. Its DPO population loss (``losses.dpo`` on ``data.exact_batch``) is the same for
   every ``delta``, while its reverse KL grows to ``log(1/eps)`` and its ``J`` falls to ``beta log eps``.
-- ``exact.minimiser_set`` gives the exact worst case over all DPO population minimisers: ``max_kl`` and
+- ``minimisers.minimiser_set`` gives the exact worst case over all DPO population minimisers: ``max_kl`` and
   ``worst_value`` (a point mass on ``y0``), which degrade like ``log(1/eps)``.
 - RLHF: for any reward in ``[0, R_max]``, ``KL(pi_r || pi_ref) <= R_max/beta``. We report the KL and ``J`` of
   ``exact.rlhf_policy`` over the population MLE set (``r_hat = r*`` on the covered responses, which Bradley–Terry
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from coverage_lab import _validate as V
-from coverage_lab import algorithms, bandits, data, exact, losses, plotting
+from coverage_lab import algorithms, bandits, data, exact, losses, minimisers, plotting
 from coverage_lab.coverage import pair_table
 from coverage_lab.simulation import simulate
 from experiments import check_frame, check_setting, integer, logged_steps
@@ -91,7 +91,7 @@ def run(setting: dict, key) -> pd.DataFrame:
         common = {"eps": eps, "delta": np.nan}
 
         # DPO: the exact set of population minimisers, and the family that moves mass onto y0.
-        ms = exact.minimiser_set(pi_ref, pair, pref, rho, reward, beta)
+        ms = minimisers.minimiser_set(pi_ref, pair, pref, rho, reward, beta)
         rows += [
             _rows("dpo", "max_kl", ms.max_kl, **common),
             _rows("dpo", "worst_value", ms.worst_value, **common),
@@ -101,7 +101,7 @@ def run(setting: dict, key) -> pd.DataFrame:
             batch = data.exact_batch(rho, pair, pref)
             pi_dpo = ms.component_policy(0, 0)[None]  # the DPO minimiser with no mass on y0
             for delta in DELTAS:
-                pi = exact.move_mass(pi_dpo, Y0, delta)
+                pi = minimisers.move_mass(pi_dpo, Y0, delta)
                 at = {"eps": eps, "delta": delta}
                 if delta < 1:  # delta = 1 (a point mass on y0) is a limit of minimisers; its loss is undefined
                     loss = dpo_population_loss(_log(pi), batch, _log(pi_ref), beta)

@@ -28,7 +28,7 @@ The sampled version, with the optimisation error removed as far as possible:
   (``data.empirical_batch``: the same loss as the N-row batch, and one compiled program for every N). The counts
   are drawn as the multinomial they are (:func:`labelled_pair_probs`; a test checks them against
   ``data.sample_pairs``). Training is full-batch Adam for ``steps`` steps (``train.fit``); at N = 1e5 the trained
-  DPO's suboptimality is within 10% of that of the exact minimiser of its empirical loss (``exact.minimiser_set``;
+  DPO's suboptimality is within 10% of that of the exact minimiser of its empirical loss (``minimisers.minimiser_set``;
   a test), so the optimisation error is below the statistical error.
 - On-policy expectations (RLHF's policy step, HyPO's KL term) are enumerated exactly (``Context(exact=True)``):
   online samples are free in the theory, so only the offline data is finite. ``simulate`` ties exact on-policy

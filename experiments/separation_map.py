@@ -16,7 +16,7 @@ What makes the picture honest:
 - Tabular softmax gradient descent never moves the logit of a response the data never shows (SPEC §4.1), so
   the trained tabular points say nothing about the unseen responses: at ``C_glo = inf`` their harm comes from
   the responses the data shows rarely. What the DPO and IPO losses *allow* on the unseen ones is shown
-  separately: crosses are the exact worst case over their population minimiser sets (``exact.minimiser_set``),
+  separately: crosses are the exact worst case over their population minimiser sets (``minimisers.minimiser_set``),
   bad exactly when ``C_glo = inf``; otherwise the set is one policy, ``pi*`` for DPO (drawn on the bottom row)
   and IPO's own solution.
 - At finite ``C_glo`` the harm of poor coverage is statistical: a rare response seen once or twice, always
@@ -43,7 +43,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from coverage_lab import _validate as V
-from coverage_lab import bandits, coverage, exact, metrics, plotting
+from coverage_lab import bandits, coverage, exact, metrics, minimisers, plotting
 from experiments import check_frame, check_setting, each, integer, one_of
 from experiments.rates import SHAPE, make_algorithm, sample_counts, train_on_counts
 
@@ -165,7 +165,7 @@ def run(setting: dict, key) -> pd.DataFrame:
                 extra = {"loss": "ipo", "tau": alg.hparams["tau"]} if method == "ipo" else {}
                 rows = []
                 for k in names:
-                    ms = exact.minimiser_set(pi_ref, coverage.pair_table(mus[k]), pref, rho, reward, beta, **extra)
+                    ms = minimisers.minimiser_set(pi_ref, coverage.pair_table(mus[k]), pref, rho, reward, beta, **extra)
                     sub = max(j_star - ms.worst_value, 0.0)
                     rows += [(k, "suboptimality", sub), (k, "kl", ms.max_kl)]
                 frames.append(

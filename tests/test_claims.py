@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import coverage_lab as cl
 from coverage_lab import algorithms as A
-from coverage_lab import bandits, coverage, data, exact, losses, policies
+from coverage_lab import bandits, coverage, data, exact, losses, minimisers, policies
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -38,7 +38,7 @@ def population_dpo_loss(pi, pi_ref, batch, beta):
 def test_dpo_minimiser_is_pi_star_under_full_coverage(seed, beta, temperature):
     rho, pi_ref, reward, _ = random_tables(seed)
     pref = bandits.preference_table(reward, temperature=temperature)
-    ms = exact.minimiser_set(pi_ref, coverage.pair_table(pi_ref), pref, rho, reward, beta)
+    ms = minimisers.minimiser_set(pi_ref, coverage.pair_table(pi_ref), pref, rho, reward, beta)
     assert (ms.n_components_X == 1).all() and not ms.uncovered_XxY.any()
     # BT with temperature T: the population DPO minimiser is pi_ref exp(r / (beta T)) / Z
     np.testing.assert_allclose(ms.worst_policy_XxY, exact.optimal_policy(reward / temperature, pi_ref, beta), atol=1e-9)
@@ -53,7 +53,7 @@ def test_dpo_loss_is_invariant_to_mass_on_unseen_responses(seed, beta, delta, n_
     batch = data.exact_batch(rho, coverage.pair_table(mu), bandits.preference_table(reward))
     pi = rng.dirichlet(np.ones(5), size=2)
     before = population_dpo_loss(pi, pi_ref, batch, beta)
-    after = population_dpo_loss(exact.move_mass(pi, 4, delta), pi_ref, batch, beta)
+    after = population_dpo_loss(minimisers.move_mass(pi, 4, delta), pi_ref, batch, beta)
     np.testing.assert_allclose(after, before, rtol=1e-5)
 
 
@@ -104,7 +104,7 @@ def test_hypo_puts_zero_mass_where_pi_ref_is_zero(seed, delta):
     )
     covered = np.where(pi_ref > 0, rng.dirichlet(np.ones(4), size=2), 0.0)
     covered /= covered.sum(-1, keepdims=True)
-    moved = exact.move_mass(covered, 3, delta)
+    moved = minimisers.move_mass(covered, 3, delta)
 
     def at(objective, pi):
         with np.errstate(divide="ignore"):
@@ -185,7 +185,7 @@ def test_worst_case_over_dpo_minimisers_is_a_vertex_and_below_any_minimiser(seed
     rho, pi_ref, reward, rng = random_tables(seed, n_responses=5)
     support = np.array([[1, 1, 0, 1, 0], [1, 1, 1, 0, 0]], bool)
     mu = coverage.restrict(pi_ref, support)
-    ms = exact.minimiser_set(pi_ref, coverage.pair_table(mu), bandits.preference_table(reward), rho, reward, beta)
+    ms = minimisers.minimiser_set(pi_ref, coverage.pair_table(mu), bandits.preference_table(reward), rho, reward, beta)
     for _ in range(20):
         w = rng.dirichlet(np.ones(5) * 0.5, size=2)  # weights: covered block vs each uncovered response
         member = np.zeros_like(pi_ref)

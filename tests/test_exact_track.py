@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import coverage_lab as cl
 from coverage_lab import algorithms as A
-from coverage_lab import bandits, data, exact, losses, policies, train
+from coverage_lab import bandits, data, exact, losses, minimisers, policies, train
 
 
 def final_policy(env, algorithm, mu, steps=3000, **kw):
@@ -89,7 +89,7 @@ def test_dpo_loss_is_blind_to_mass_on_the_unseen_response_while_kl_grows():
     base = population_dpo_loss(pi, env.pi_ref_XxY, batch, beta)
     kls = []
     for delta in (0.0, 0.1, 0.5, 0.9, 0.99):
-        moved = exact.move_mass(pi, 2, delta)
+        moved = minimisers.move_mass(pi, 2, delta)
         np.testing.assert_allclose(population_dpo_loss(moved, env.pi_ref_XxY, batch, beta), base, rtol=1e-5)
         kls.append(exact.reverse_kl(moved, env.pi_ref_XxY, env.rho_X))
     assert np.all(np.diff(kls[1:]) > 0) and kls[-1] > 0.9 * np.log(1 / eps)
@@ -122,7 +122,7 @@ def test_hypo_puts_no_mass_where_pi_ref_is_zero():
     ``pi_ref`` keeps exactly none."""
     beta, lam, eps = 0.5, 0.5, 1e-2
     env, mu = bandits.counterexample(eps)
-    start = exact.move_mass(exact.optimal_policy(env.reward_XxY, env.pi_ref_XxY, beta), 2, 0.3)
+    start = minimisers.move_mass(exact.optimal_policy(env.reward_XxY, env.pi_ref_XxY, beta), 2, 0.3)
     pi = fit_from(env, mu, A.hypo(beta, lam=lam), start)
     kl = exact.reverse_kl(pi, env.pi_ref_XxY, env.rho_X)
     assert pi[0, 2] == pytest.approx(eps * np.exp(kl), rel=1e-3)  # converged float32 Adam: far inside 1e-3
@@ -137,7 +137,7 @@ def test_hypo_removes_mass_on_the_unseen_response_that_dpo_keeps():
     HyPO's KL term drives the mass back toward pi_ref's (here 1e-4)."""
     env, mu = bandits.counterexample(1e-4)
     beta = 0.5
-    start = exact.move_mass(exact.optimal_policy(env.reward_XxY, env.pi_ref_XxY, beta), 2, 0.3)
+    start = minimisers.move_mass(exact.optimal_policy(env.reward_XxY, env.pi_ref_XxY, beta), 2, 0.3)
     out = {alg.name: fit_from(env, mu, alg, start)[0, 2] for alg in (A.dpo(beta), A.hypo(beta, lam=0.5))}
     assert out["dpo"] > 0.29
     assert out["hypo"] < 0.01

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coverage_lab import algorithms, bandits, coverage, exact, losses, metrics, plotting
+from coverage_lab import algorithms, bandits, coverage, exact, losses, metrics, minimisers, plotting
 from coverage_lab import data as D
 from coverage_lab.cli import reproduce
 from experiments import rates
@@ -204,7 +204,7 @@ def test_multinomial_counts_match_sample_pairs():
 
 def test_trained_dpo_reaches_the_empirical_minimiser():
     """At large N the optimisation error is below the statistical error: the trained DPO equals the exact
-    minimiser of its own empirical loss (``exact.minimiser_set`` on the empirical pair and win tables)."""
+    minimiser of its own empirical loss (``minimisers.minimiser_set`` on the empirical pair and win tables)."""
     setting = rates.SETTINGS[0]
     env = rates.instance(setting)
     beta = setting["beta"]
@@ -216,6 +216,6 @@ def test_trained_dpo_reaches_the_empirical_minimiser():
     for c, sub in zip(counts, trained, strict=True):
         m = c + c.transpose(0, 2, 1)
         pref = np.divide(c, m, out=np.full(c.shape, 0.5), where=m > 0)
-        ms = exact.minimiser_set(env.pi_ref_XxY, m, pref, env.rho_X, env.reward_XxY, beta)
+        ms = minimisers.minimiser_set(env.pi_ref_XxY, m, pref, env.rho_X, env.reward_XxY, beta)
         assert ms.n_components_X.tolist() == [1, 1, 1]  # a unique minimiser
         assert sub == pytest.approx(j_star - ms.best_value, rel=0.1)

@@ -10,7 +10,20 @@ import pytest
 import coverage_lab as cl
 from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
-from coverage_lab import bandits, cli, coverage, data, exact, losses, metrics, plotting, policies, sweep, train
+from coverage_lab import (
+    bandits,
+    cli,
+    coverage,
+    data,
+    exact,
+    losses,
+    metrics,
+    minimisers,
+    plotting,
+    policies,
+    sweep,
+    train,
+)
 from coverage_lab.transformer import evaluate as TE
 from coverage_lab.transformer import model as TM
 from coverage_lab.transformer import policy as TP
@@ -45,8 +58,8 @@ MIN_SET = (*MIN_SET, ONE, GOOD_R)
 ONLINE_HP = {"beta": 0.1, "online_fraction": 1.5, "r_max": 1.0}
 SIM = dict(mu=mu, n_pairs=None, steps=2, seeds=1, key=KEY)
 NO_TABLE = policies.tabular_softmax(env)._replace(table=None)
-POLICY_OPTS = dict(exact=True, steps=1, optimizer=cl.simulation.default_optimizer(0.1, 1))
-OPT = cl.simulation.default_optimizer(0.1, 1)
+POLICY_OPTS = dict(exact=True, steps=1, optimizer=cl.fitting.default_optimizer(0.1, 1))
+OPT = cl.fitting.default_optimizer(0.1, 1)
 
 
 def _objective(params, batch, key):
@@ -157,7 +170,7 @@ CASES = [
     ("pairs outside the table", lambda: data.pair_counts(PAIRS, 1, 1), "n_responses"),
     (
         "hp lacks a hyper-parameter",
-        lambda: cl.simulation.train_policy(
+        lambda: cl.fitting.train_policy(
             cl.policies.tabular_softmax(env),
             A.dpo(),
             PAIRS,
@@ -165,7 +178,7 @@ CASES = [
             jax.random.key(0),
             exact=False,
             steps=1,
-            optimizer=cl.simulation.default_optimizer(0.1, 1),
+            optimizer=cl.fitting.default_optimizer(0.1, 1),
         ),
         "hp",
     ),  # fmt: skip
@@ -287,8 +300,8 @@ CASES = [
     ("LOO, infinite reward", lambda: losses.loo_advantage([[np.inf, 1.0]]), "reward_BxK"),
     ("LOO, text", lambda: losses.loo_advantage(["a", "b"]), "reward_BxK"),
     ("PPO, no sample axis", lambda: losses.ppo_clip(0.0, 0.0, 0.0, 0.2), "logp_BxK"),
-    ("IPO minimisers, overflowing tau", lambda: exact.minimiser_set(*MIN_SET, 0.1, loss="ipo", tau=1e-310), "tau"),
-    ("DPO minimisers, overflowing beta", lambda: exact.minimiser_set(*MIN_SET, 1e-310), "beta"),
+    ("IPO minimisers, overflowing tau", lambda: minimisers.minimiser_set(*MIN_SET, 0.1, loss="ipo", tau=1e-310), "tau"),
+    ("DPO minimisers, overflowing beta", lambda: minimisers.minimiser_set(*MIN_SET, 1e-310), "beta"),
     ("covariance overflow", lambda: coverage.pair_covariance(PHI * 1e200, GOOD_REF, ONE), "phi_XxYxD"),
     ("mixture weight as a switch", lambda: coverage.mixture(GOOD_REF, GOOD_REF, True), "alpha"),
     ("mixture weight as text", lambda: coverage.mixture(GOOD_REF, GOOD_REF, "0.5"), "alpha"),
@@ -315,15 +328,15 @@ CASES = [
     ("exact as text", lambda: _train_on_data(env, A.dpo(), {"beta": 0.1}, exact="no"), "exact"),
     (
         "exact without a table",
-        lambda: cl.simulation.train_policy(NO_TABLE, A.dpo(), PAIRS, {"beta": 0.1}, KEY, **POLICY_OPTS),
+        lambda: cl.fitting.train_policy(NO_TABLE, A.dpo(), PAIRS, {"beta": 0.1}, KEY, **POLICY_OPTS),
         "exact",
     ),
     ("fit, key not a key", lambda: train.fit(_objective, 0.0, PAIRS, 0, steps=1, optimizer=OPT), "key"),
     ("fit, data not a batch", lambda: train.fit(_objective, 0.0, (1, 2), KEY, steps=1, optimizer=OPT), "data"),
     ("fit, no optimizer", lambda: train.fit(_objective, 0.0, PAIRS, KEY, steps=1, optimizer=None), "optimizer"),
-    ("optimizer, NaN step size", lambda: cl.simulation.default_optimizer(np.nan, 10), "learning_rate"),
-    ("optimizer, negative step size", lambda: cl.simulation.default_optimizer(-0.1, 10), "learning_rate"),
-    ("optimizer, fractional steps", lambda: cl.simulation.default_optimizer(0.1, 2.5), "steps"),
+    ("optimizer, NaN step size", lambda: cl.fitting.default_optimizer(np.nan, 10), "learning_rate"),
+    ("optimizer, negative step size", lambda: cl.fitting.default_optimizer(-0.1, 10), "learning_rate"),
+    ("optimizer, fractional steps", lambda: cl.fitting.default_optimizer(0.1, 2.5), "steps"),
     ("reproduce, zero seeds", lambda: cli.reproduce("kl_estimators", smoke=True, seeds=0), "seeds"),
     ("slope, one distinct n", lambda: plotting.loglog_fit([2, 2, 2], [1.0, 0.5, 0.3]), "n"),
     ("seed slope, lengths", lambda: plotting.loglog_fit_seeds([1, 1, 2, 2, 3, 3], [1.0, 1.0]), "err"),
@@ -472,7 +485,10 @@ def test_scale_free_quantities_do_not_depend_on_a_finite_scale():
     for s in (1e-160, 1e154, 1e160):
         np.testing.assert_allclose(coverage.feature_coverage(PHI * s, GOOD_REF, mu2, ONE), base, rtol=1e-12)
     pi_ref, pair, *rest = MIN_SET
-    a, b = exact.minimiser_set(pi_ref, pair, *rest, 0.1), exact.minimiser_set(pi_ref, pair * 1e308, *rest, 0.1)
+    a, b = (
+        minimisers.minimiser_set(pi_ref, pair, *rest, 0.1),
+        minimisers.minimiser_set(pi_ref, pair * 1e308, *rest, 0.1),
+    )
     assert (a.worst_value, a.max_kl, a.best_value) == (b.worst_value, b.max_kl, b.best_value)
 
 

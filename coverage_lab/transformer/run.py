@@ -1,7 +1,7 @@
 """``simulate`` for the transformer track: algorithms on the token task, seeds vmapped, a tidy table out.
 
-The transformer analogue of :mod:`coverage_lab.simulation`, built from its pieces
-(``simulation.fit_reward_model``, ``simulation.train_policy``) with the transformer ``Policy`` in place of the
+The transformer analogue of :mod:`coverage_lab.simulation`, built from the same pieces
+(``fitting.fit_reward_model``, ``fitting.train_policy``) with the transformer ``Policy`` in place of the
 tabular one; the objectives are the shared ones of :mod:`coverage_lab.algorithms`, nothing is rewritten for
 this track. A run of one seed is a pure function of its key (seeds are a ``vmap`` axis), in three compiled
 programs, so that what several algorithms share is compiled and computed once (on a CPU, compiling dominates):
@@ -31,7 +31,7 @@ import pandas as pd
 from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
 from coverage_lab._compile import jit
-from coverage_lab.simulation import fit_reward_model, train_policy
+from coverage_lab.fitting import fit_reward_model, train_policy
 from coverage_lab.transformer import evaluate as E
 from coverage_lab.transformer import model as M
 from coverage_lab.transformer import reference as R
