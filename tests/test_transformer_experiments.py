@@ -10,7 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from coverage_lab import algorithms as A
 from coverage_lab.cli import reproduce
+from coverage_lab.transformer import evaluate as E
+from coverage_lab.transformer import run as RN
+from coverage_lab.transformer import sizes as S
+from coverage_lab.transformer import task as T
 
 TIDY = ["experiment", "algorithm", "seed", "step", "metric", "value"]
 
@@ -75,6 +80,25 @@ def test_smoke_hypo_ends_below_dpo_in_exact_reverse_kl_for_every_seed(smoke):
     kl = df[(df["metric"] == "kl") & (df["step"] == df["step"].max())]
     kl = kl.pivot_table(index="seed", columns="algorithm", values="value")
     assert (kl["hypo"] < kl["dpo"]).all(), kl
+
+
+def test_simulate_many_on_the_smoke_configuration(smoke):
+    """``transformer.run.simulate_many`` on the SMOKE configuration, after the ``smoke`` fixture has compiled its
+    programs in this process: same static arguments, another key, so this is a run, not a compile (in
+    test_transformer_run.py, on another worker, it compiled them again: 74 s of the suite on the AMD host)."""
+    algs = (A.dpo(0.1), A.hypo(0.1, lam=0.01, k=4), A.rlhf(0.1, r_max=5.0, k=4))
+    frames = RN.simulate_many("toy", algs, key=jax.random.key(0), seeds=2, steps=20, learning_rate=3e-3, rm_eval=True)
+    for alg in algs:
+        df = frames[frames["algorithm"] == alg.name]
+        assert list(df.columns[:5]) == ["algorithm", "seed", "step", "metric", "value"]
+        assert set(df["metric"]) == set(E.names(T.make_task(S.get("toy").task), reward_model=True)) | {"loss"}
+        assert sorted(df["seed"].unique()) == [0, 1] and sorted(df["step"].unique()) == [0, 10, 20]
+        assert np.isfinite(df["value"]).all() and (df["size"] == "toy").all() and (df["algorithm"] == alg.name).all()
+        at0 = df[df["step"] == 0].groupby("metric")["value"].mean()
+        assert abs(at0["kl"]) < 1e-6 and abs(at0["kl_k1"]) < 1e-6  # the policy starts at pi_ref
+        assert abs(at0["win_rate"] - 0.5) < 0.1 and abs(at0["reward"] - at0["gold_reward"]) < 0.3
+        last = df[df["step"] == 20].groupby("metric")["value"].mean()
+        assert last["kl"] > 0
 
 
 def _final(df, metric):

@@ -164,23 +164,6 @@ def test_exact_on_policy_terms_identical_through_the_bandit_path(setup, name):
         assert float(t_val[0]) == float(b_val[0])
 
 
-def test_simulate_toy_all_algorithms_sampled():
-    """The SMOKE configuration of the experiments (so the compiled programs are shared within a session)."""
-    algs = (A.dpo(0.1), A.hypo(0.1, lam=0.01, k=4), A.rlhf(0.1, r_max=5.0, k=4))
-    frames = RN.simulate_many("toy", algs, key=jax.random.key(0), seeds=2, steps=20, learning_rate=3e-3, rm_eval=True)
-    for alg in algs:
-        df = frames[frames["algorithm"] == alg.name]
-        assert list(df.columns[:5]) == ["algorithm", "seed", "step", "metric", "value"]
-        assert set(df["metric"]) == set(E.names(TASK, reward_model=True)) | {"loss"}
-        assert sorted(df["seed"].unique()) == [0, 1] and sorted(df["step"].unique()) == [0, 10, 20]
-        assert np.isfinite(df["value"]).all() and (df["size"] == "toy").all() and (df["algorithm"] == alg.name).all()
-        at0 = df[df["step"] == 0].groupby("metric")["value"].mean()
-        assert abs(at0["kl"]) < 1e-6 and abs(at0["kl_k1"]) < 1e-6  # the policy starts at pi_ref
-        assert abs(at0["win_rate"] - 0.5) < 0.1 and abs(at0["reward"] - at0["gold_reward"]) < 0.3
-        last = df[df["step"] == 20].groupby("metric")["value"].mean()
-        assert last["kl"] > 0
-
-
 @pytest.mark.slow
 def test_simulate_exact_paths_and_online_dpo():
     for alg in (
