@@ -1,5 +1,7 @@
 """The transformer leaf: shapes, validation, causality, and the KV-cache sampler against the full forward."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,11 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from coverage_lab._compile import jit
 from coverage_lab.transformer import model as M
 
+# compiled without XLA's backend optimisations, as the toy size's runs are (sizes.Size.fast_compile)
+fast_jit = functools.partial(jit, fast_compile=True)
+
 CFG = M.Config(vocab_size=10, max_len=8, out_size=6, d_model=16, n_layers=2, n_heads=2)
-init = jax.jit(M.init, static_argnames="config")
-apply = jax.jit(M.apply, static_argnames="config")
+init = fast_jit(M.init, static_argnames="config")
+apply = fast_jit(M.apply, static_argnames="config")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +78,7 @@ def test_causality_gradient_on_later_positions_is_exactly_zero(params):
     def logits_at(p, onehot_T):  # the logits at the one position selected by onehot_T
         return jnp.sum(M.apply(p, tokens, CFG) * onehot_T[None, :, None])
 
-    grads = jax.jit(jax.vmap(jax.grad(logits_at), in_axes=(None, 0)))(params, jnp.eye(8))
+    grads = fast_jit(jax.vmap(jax.grad(logits_at), in_axes=(None, 0)))(params, jnp.eye(8))
     g = np.asarray(grads["pos_emb"])  # (position t, position s, D): d logits_t / d pos_emb_s
     for t in range(8):
         assert np.all(g[t, t + 1 :] == 0.0), t
@@ -81,14 +87,14 @@ def test_causality_gradient_on_later_positions_is_exactly_zero(params):
 
 def test_cached_decoding_matches_the_full_forward(params):
     prompt = jnp.array([[7, 8], [9, 6], [6, 6]], jnp.int32)
-    y = jax.jit(M.sample, static_argnames=("config", "length"))(params, jax.random.key(3), prompt, CFG, length=5)
+    y = fast_jit(M.sample, static_argnames=("config", "length"))(params, jax.random.key(3), prompt, CFG, length=5)
     assert y.shape == (3, 5) and y.dtype == jnp.int32 and int(y.min()) >= 0 and int(y.max()) < 6
     full = apply(params, jnp.concatenate([prompt, y], 1), CFG)
-    logits, (k, v) = jax.jit(M._forward, static_argnums=2)(params, prompt, CFG)
+    logits, (k, v) = fast_jit(M._forward, static_argnums=2)(params, prompt, CFG)
     pad = ((0, 0), (0, 0), (0, 5), (0, 0), (0, 0))
     cache = (jnp.pad(k, pad), jnp.pad(v, pad))
     np.testing.assert_allclose(logits[:, -1], full[:, 1], atol=1e-5)
-    decode = jax.jit(M._decode_step, static_argnums=4)
+    decode = fast_jit(M._decode_step, static_argnums=4)
     for i in range(4):
         step_logits, cache = decode(params, cache, y[:, i], 2 + i, CFG)
         np.testing.assert_allclose(step_logits, full[:, 2 + i], atol=1e-5)
@@ -96,7 +102,7 @@ def test_cached_decoding_matches_the_full_forward(params):
 
 def test_sampling_is_jittable_and_low_temperature_is_greedy(params):
     prompt = jnp.array([[7, 8]] * 64, jnp.int32)
-    fn = jax.jit(lambda p, k, temp: M.sample(p, k, prompt, CFG, length=1, temperature=temp))
+    fn = fast_jit(lambda p, k, temp: M.sample(p, k, prompt, CFG, length=1, temperature=temp))
     cold = np.asarray(fn(params, jax.random.key(0), 1e-4))
     greedy = int(jnp.argmax(apply(params, prompt[:1], CFG)[0, -1]))
     assert (cold == greedy).all()
@@ -111,8 +117,8 @@ def test_unrolled_and_rolled_loops_compute_the_same(params, monkeypatch):
     tokens = jnp.array([[7, 8, 1, 2, 3], [9, 6, 0, 0, 5], [6, 6, 4, 1, 2]], jnp.int32)
 
     def outputs():  # fresh jits: the unroll choice is made at trace time
-        logits = jax.jit(M.apply, static_argnames="config")(params, tokens, CFG)
-        y = jax.jit(M.sample, static_argnames=("config", "length"))(params, jax.random.key(5), prompt, CFG, length=5)
+        logits = fast_jit(M.apply, static_argnames="config")(params, tokens, CFG)
+        y = fast_jit(M.sample, static_argnames=("config", "length"))(params, jax.random.key(5), prompt, CFG, length=5)
         return np.asarray(logits), np.asarray(y)
 
     assert M._unroll(CFG.n_layers) and M._unroll(4)

@@ -1,6 +1,8 @@
 """The transformer track reuses the shared losses and algorithms (same values through the bandit path), and
 ``simulate`` runs every algorithm through the one training loop, sampled and exact, seeds vmapped."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 from coverage_lab import algorithms as A
 from coverage_lab import losses, policies
+from coverage_lab._compile import jit
 from coverage_lab.data import Batch
 from coverage_lab.transformer import evaluate as E
 from coverage_lab.transformer import model as M
@@ -17,6 +20,8 @@ from coverage_lab.transformer import sizes as S
 from coverage_lab.transformer import task as T
 
 TOY = S.get("toy")
+# the toy programs compiled without XLA's backend optimisations, as the toy size's runs are (sizes.Size.fast_compile)
+fast_jit = functools.partial(jit, fast_compile=True)
 TASK = T.make_task(TOY.task)
 
 
@@ -29,7 +34,7 @@ def cache(tmp_path_factory):
 
 
 def peaked(key, scale=20.0):
-    p = jax.jit(M.init, static_argnames="config")(key, TOY.model)
+    p = fast_jit(M.init, static_argnames="config")(key, TOY.model)
     return {**p, "w_out": p["w_out"] * scale}
 
 
@@ -67,18 +72,18 @@ def test_one_pass_scoring_and_the_precomputed_reference_match_one_call_per_batch
     assert policy.one_pass
     pairs = ((data.x_B, data.y_w_B), (data.x_B, data.y_l_B))
     # compiled, each side as one program (op by op, the transformer's ops took a minute of this suite)
-    joint = {pol: jax.jit(lambda p, pol=pol: A.joint_log_probs(pol, p, *pairs))(pi) for pol in (policy, apart)}
+    joint = {pol: fast_jit(lambda p, pol=pol: A.joint_log_probs(pol, p, *pairs))(pi) for pol in (policy, apart)}
     for got, want in zip(joint[policy], joint[apart], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5)
     ctx = A.Context(policy, ref, False)
     filled = A.with_reference(ctx, data, 5)  # 32 pairs: six chunks and a padded seventh
-    log_probs = jax.jit(policy.log_probs)
+    log_probs = fast_jit(policy.log_probs)
     np.testing.assert_allclose(filled.ref_w_B, log_probs(ref, data.x_B, data.y_w_B), rtol=1e-5)
     np.testing.assert_allclose(filled.ref_l_B, log_probs(ref, data.x_B, data.y_l_B), rtol=1e-5)
     for algorithm in (A.dpo(0.1), A.hypo(0.1, lam=0.5, k=3)):
         hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
-        one = jax.jit(algorithm.make(algorithm, ctx, hp))(pi, filled, jax.random.key(4))
-        each = jax.jit(algorithm.make(algorithm, ctx._replace(policy=apart), hp))(pi, data, jax.random.key(4))
+        one = fast_jit(algorithm.make(algorithm, ctx, hp))(pi, filled, jax.random.key(4))
+        each = fast_jit(algorithm.make(algorithm, ctx._replace(policy=apart), hp))(pi, data, jax.random.key(4))
         for name in one[1]:
             np.testing.assert_allclose(one[1][name], each[1][name], rtol=1e-5)
 
@@ -122,7 +127,7 @@ def test_length_normalised_hypo_is_summed_hypo_at_beta_over_length(setup, exact)
         algorithm = A.hypo(beta, lam=0.2, k=4)
         hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
         objective = algorithm.make(algorithm, A.Context(policy, ref, exact), hp)
-        return jax.jit(jax.value_and_grad(objective, has_aux=True))(pi, batch, key)
+        return fast_jit(jax.value_and_grad(objective, has_aux=True))(pi, batch, key)
 
     (n_val, n_metrics), n_grad = value_and_grad(True, 0.3)
     (s_val, s_metrics), s_grad = value_and_grad(False, 0.1)
@@ -131,7 +136,7 @@ def test_length_normalised_hypo_is_summed_hypo_at_beta_over_length(setup, exact)
     for a, b in zip(jax.tree.leaves(n_grad), jax.tree.leaves(s_grad), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     if exact:
-        table = jax.jit(P.sequence_policy(TASK, TOY.model, normalize=True).table)
+        table = fast_jit(P.sequence_policy(TASK, TOY.model, normalize=True).table)
         np.testing.assert_allclose(np.exp(np.asarray(table(pi), np.float64)).sum(1), 1.0, atol=1e-5)
         np.testing.assert_allclose(n_metrics["kl_penalty"], E.exact_kl(table(pi), table(ref)), rtol=1e-5)
 
@@ -142,7 +147,7 @@ def test_exact_on_policy_terms_identical_through_the_bandit_path(setup, name):
     to a tabular policy gives the same objective."""
     pi, ref, data = setup
     policy = P.sequence_policy(TASK, TOY.model)
-    table = jax.jit(policy.table)
+    table = jax.jit(policy.table)  # XLA's default options: the op-by-op path below computes the same bits
     t_pi, t_ref = table(pi), table(ref)
     twin = policies.from_table(lambda key: t_pi, lambda t: t)
     r_XxY = jax.random.uniform(jax.random.key(9), t_pi.shape) * 5.0
