@@ -20,6 +20,18 @@ def is_concrete(x) -> bool:
     return not isinstance(x, Tracer)
 
 
+def no_nan_leaves(name: str, tree) -> None:
+    """Checks that no concrete floating-point leaf of the pytree ``tree`` holds NaN or ``+inf`` (one flag per leaf
+    leaves the device; tracers are skipped): such a parameter trains into NaN everywhere without an error.
+    ``-inf`` is allowed: a tabular policy's logits are ``log pi_ref``, ``-inf`` where ``pi_ref`` has no mass."""
+    leaves = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree) if is_concrete(leaf)]
+    leaves = [(path, leaf) for path, leaf in leaves if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    bad = jax.device_get([(jnp.isnan(leaf) | (leaf == jnp.inf)).any() for _, leaf in leaves])
+    for (path, _), nan in zip(leaves, bad, strict=True):
+        if nan:
+            raise ValueError(f"{name}{jax.tree_util.keystr(path)} contains NaN or +inf")
+
+
 def array(name: str, x, *, ndim: int | None = None, finite: bool = True) -> np.ndarray:
     """``x`` as a float64 numpy array; checks its rank and that it holds no NaN (nor inf if ``finite``)."""
     try:
@@ -94,6 +106,24 @@ def temperature(name: str, v) -> float:
     if not np.isfinite(inverse):
         raise ValueError(f"{name} ({f:g}) is too small: 1/{name} overflows float32")
     return f
+
+
+# IPO's square (d - 1/(2 tau))^2 overflows float32 once 1/(2 tau) passes sqrt(float32's max): tau below about 2.7e-20
+IPO_TAU_MIN = float(0.5 / np.sqrt(np.finfo(np.float32).max, dtype=np.float64))
+
+
+def ipo_tau(name: str, v):
+    """Checks IPO's ``tau`` (a number, or an array of a sweep's values): > 0 and at least :data:`IPO_TAU_MIN`, so
+    that the loss's square of its target margin ``1/(2 tau)`` is finite in float32 (skipped for tracers)."""
+    if not is_concrete(v):
+        return v
+    a = np.asarray(v, np.float64)
+    if not (a >= IPO_TAU_MIN).all():
+        raise ValueError(
+            f"{name} ({v!r}) must be at least {IPO_TAU_MIN:.3g}: below it IPO's squared margin (1/(2 {name}))^2 "
+            "overflows float32"
+        )
+    return v
 
 
 def number(name: str, v) -> float:

@@ -127,6 +127,8 @@ def check_hparams(algorithm: Algorithm, hp: Mapping, *, where: str = "hp") -> No
         f32 = np.finfo(np.float32)  # the steps run in float32
         if (np.abs(a) > f32.max).any() or (name in _POSITIVE and (a < f32.tiny).any()):
             raise ValueError(f"{name} ({where}) must be in float32's range [{f32.tiny:.3g}, {f32.max:.3g}], got {v!r}")
+        if name == "tau":
+            V.ipo_tau(f"{name} ({where})", a)
         if name in _NONNEGATIVE and not (a >= 0).all():
             raise ValueError(f"{name} ({where}) must be >= 0, got {v!r}")
         if name == "online_fraction" and (a > 1).any():

@@ -79,7 +79,7 @@ def fit(
 
     Args:
       objective: returns ``(loss, metrics)``; its gradient in ``params`` drives the update.
-      params: initial parameters (any pytree).
+      params: initial parameters (any pytree; no NaN or +inf in a concrete floating-point leaf).
       data: the dataset; each step takes the next minibatch of ``batch_size`` (epochs of fresh
         permutations), its weights renormalised to sum to 1 (rows of zero weight count for nothing);
         ``batch_size=None`` uses the whole (e.g. exact) batch every step.
@@ -99,6 +99,7 @@ def fit(
         raise ValueError(f"objective must be a function (params, batch, key) -> (loss, metrics), got {objective!r}")
     check_batch(data)
     V.key("key", key)
+    V.no_nan_leaves("params", params)
     check_optimizer(optimizer)
     steps = V.integer("steps", steps, minimum=1)
     batch_size = data.size if batch_size is None else V.integer("batch_size", batch_size, minimum=1)

@@ -334,6 +334,16 @@ CASES = [
     ("fit, key not a key", lambda: train.fit(_objective, 0.0, PAIRS, 0, steps=1, optimizer=OPT), "key"),
     ("fit, data not a batch", lambda: train.fit(_objective, 0.0, (1, 2), KEY, steps=1, optimizer=OPT), "data"),
     ("fit, no optimizer", lambda: train.fit(_objective, 0.0, PAIRS, KEY, steps=1, optimizer=None), "optimizer"),
+    (
+        "fit, NaN parameters",
+        lambda: train.fit(_objective, np.array([0.0, np.nan]), PAIRS, KEY, steps=1, optimizer=OPT),
+        "params",
+    ),
+    (
+        "fit, a +inf leaf named by its path (-inf, a logit of no mass, is fine)",
+        lambda: train.fit(_objective, {"w": -np.inf * np.ones(2), "b": np.inf}, PAIRS, KEY, steps=1, optimizer=OPT),
+        r"params\['b'\]",
+    ),
     ("optimizer, NaN step size", lambda: cl.fitting.default_optimizer(np.nan, 10), "learning_rate"),
     ("optimizer, negative step size", lambda: cl.fitting.default_optimizer(-0.1, 10), "learning_rate"),
     ("optimizer, fractional steps", lambda: cl.fitting.default_optimizer(0.1, 2.5), "steps"),
@@ -384,6 +394,9 @@ CASES = [
     ("DPO, beta overflowing float32", lambda: losses.dpo(z, z, z, z, 1e39), "beta"),
     ("DPO, beta vanishing in float32", lambda: losses.dpo(z, z, z, z, 1e-50), "beta"),
     ("IPO, 1/tau overflowing float32", lambda: losses.ipo(z, z, z, z, 1e-40), "tau"),
+    ("IPO, its squared margin overflowing float32", lambda: losses.ipo(z, z, z, z, 1e-21), "tau"),
+    ("IPO's factory, its squared margin overflowing float32", lambda: A.ipo(tau=1e-21), "tau"),
+    ("IPO, a sweep value overflowing", lambda: A.check_hparams(A.ipo(), {"tau": np.array([0.1, 1e-21])}), "tau"),
     ("reward model, r_max overflowing float32", lambda: policies.bounded_reward_model(env, 1e39), "r_max"),
     ("policy of a pi_ref mass float32 cannot hold", lambda: policies.tabular_softmax(TINY_REF_ENV), "pi_ref_XxY"),
     (
