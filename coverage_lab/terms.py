@@ -45,6 +45,8 @@ class Context(NamedTuple):
 
 
 def weighted(loss_B, weight_B):
+    """``sum_B weight_B loss_B``: an objective's loss from per-example losses and the batch's weights (they sum to
+    1: ``1/n`` for sampled pairs, ``rho mu_pair P`` for the exact batch)."""
     return jnp.sum(weight_B * loss_B)
 
 
