@@ -26,7 +26,8 @@ def no_nan_leaves(name: str, tree) -> None:
     ``-inf`` is allowed: a tabular policy's logits are ``log pi_ref``, ``-inf`` where ``pi_ref`` has no mass."""
     leaves = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(tree) if is_concrete(leaf)]
     leaves = [(path, leaf) for path, leaf in leaves if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
-    bad = jax.device_get([(jnp.isnan(leaf) | (leaf == jnp.inf)).any() for _, leaf in leaves])
+    with jax.ensure_compile_time_eval():  # a concrete leaf closed over by a traced function is still checked
+        bad = jax.device_get([(jnp.isnan(leaf) | (leaf == jnp.inf)).any() for _, leaf in leaves])
     for (path, _), nan in zip(leaves, bad, strict=True):
         if nan:
             raise ValueError(f"{name}{jax.tree_util.keystr(path)} contains NaN or +inf")
@@ -108,8 +109,9 @@ def temperature(name: str, v) -> float:
     return f
 
 
-# IPO's square (d - 1/(2 tau))^2 overflows float32 once 1/(2 tau) passes sqrt(float32's max): tau below about 2.7e-20
-IPO_TAU_MIN = float(0.5 / np.sqrt(np.finfo(np.float32).max, dtype=np.float64))
+# IPO's square (d - 1/(2 tau))^2 overflows float32 once 1/(2 tau) reaches 2^64 = sqrt(2^128): the smallest float32 tau
+# above 2^-65 (about 2.7e-20), compared in float32 because the compiled steps compute in float32
+IPO_TAU_MIN = float(np.nextafter(np.float32(2.0**-65), np.float32(1.0)))
 
 
 def ipo_tau(name: str, v):
@@ -117,8 +119,8 @@ def ipo_tau(name: str, v):
     that the loss's square of its target margin ``1/(2 tau)`` is finite in float32 (skipped for tracers)."""
     if not is_concrete(v):
         return v
-    a = np.asarray(v, np.float64)
-    if not (a >= IPO_TAU_MIN).all():
+    a = np.asarray(v, np.float64).astype(np.float32)
+    if not (a >= np.float32(IPO_TAU_MIN)).all():
         raise ValueError(
             f"{name} ({v!r}) must be at least {IPO_TAU_MIN:.3g}: below it IPO's squared margin (1/(2 {name}))^2 "
             "overflows float32"

@@ -1,6 +1,6 @@
 """Test configuration: one hypothesis profile (no deadline: JIT compilation would flake it),
-rank promotion as an error, so silent broadcasting fails loudly, ``--key-offset N`` (other draws for the
-experiments' smoke runs and their claims), and the longest test files first."""
+rank promotion as an error, so silent broadcasting fails loudly, and ``--key-offset N`` (other draws for the
+experiments' smoke runs and their claims)."""
 
 import jax
 from hypothesis import HealthCheck, settings
@@ -34,26 +34,3 @@ def pytest_configure(config):
 
         original = cli.setting_seed
         cli.setting_seed = lambda setting: (original(setting) + offset) % 2**32
-
-
-# The test files that took longest on this project's 2-core machine (``--durations``, 2026-11-30), longest first.
-# ``make test`` hands whole files to its workers (``--dist loadfile``) in collection order: started first, the long
-# files end near each other instead of leaving one worker running a long file while the other idles.
-LONG_FIRST = (
-    "test_notebooks.py",
-    "test_sampled_track.py",
-    "test_sweep_cli.py",
-    "test_algorithms.py",
-    "test_transformer_experiments.py",
-    "test_transformer_bench.py",
-    "test_transformer_run.py",
-    "test_experiments_theory.py",
-    "test_experiments_dynamics.py",
-    "test_benchmarks.py",
-    "test_sharding.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONG_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order is kept

@@ -82,8 +82,8 @@ def test_rlhf_kl_bound_holds_for_any_bounded_reward(seed, beta, r_max):
         z = s - (s - 1) * np.exp(-s)
         kl = exact.reverse_kl(pi_2, pi_ref_2, np.ones(1))
         np.testing.assert_allclose(kl, s * (s - 1) / z - np.log(z), rtol=1e-9)  # one cancellation near s = 1
-        # KL - (s - 1 - log s) falls like s e^-s: below float64's resolution of KL once s passes about 40
-        assert s - 1 - np.log(s) - 1e-12 * s < kl <= s
+        # KL - (s - 1 - log s) falls like s e^-s, below float64's resolution of KL once s passes about 36
+        assert s - 1 - np.log(s) - 1e-14 * s < kl <= s
 
 
 @given(seeds, st.floats(0.01, 0.99))

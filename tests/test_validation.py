@@ -3,6 +3,7 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -341,7 +342,7 @@ CASES = [
     ),
     (
         "fit, a +inf leaf named by its path (-inf, a logit of no mass, is fine)",
-        lambda: train.fit(_objective, {"w": -np.inf * np.ones(2), "b": np.inf}, PAIRS, KEY, steps=1, optimizer=OPT),
+        lambda: train.fit(_objective, {"a": -np.inf * np.ones(2), "b": np.inf}, PAIRS, KEY, steps=1, optimizer=OPT),
         r"params\['b'\]",
     ),
     ("optimizer, NaN step size", lambda: cl.fitting.default_optimizer(np.nan, 10), "learning_rate"),
@@ -465,6 +466,33 @@ def test_a_switch_may_be_a_numpy_or_a_0d_boolean_array():
     assert V.flag("exact", np.True_) is True and V.flag("exact", jax.numpy.array(False)) is False
     with pytest.raises(ValueError, match="exact"):
         V.flag("exact", np.array([True]))
+
+
+def test_fit_checks_concrete_parameters_under_jit_too_and_allows_minus_inf():
+    """-inf is a tabular logit of no mass (log pi_ref), so it trains; NaN is refused, also when the parameters are a
+    concrete array that a jitted function closes over (the check runs at trace time)."""
+
+    def objective(params, batch, key):
+        return jnp.sum(jnp.where(jnp.isfinite(params), params, 0.0) ** 2), {}
+
+    def train_from(params):
+        return jax.jit(lambda k: train.fit(objective, params, PAIRS, k, steps=1, optimizer=OPT)[0])(KEY)
+
+    assert np.isneginf(train_from(jnp.array([0.5, -jnp.inf]))[1])
+    with pytest.raises(ValueError, match="params"):
+        train_from(jnp.array([0.5, jnp.nan]))
+
+
+def test_ipo_tau_floor_is_float32s():
+    """At its smallest accepted tau IPO's loss is finite in float32 (as the compiled steps compute it); the float32
+    below it is refused."""
+    z = jnp.zeros(2, jnp.float32)
+    tau = jnp.float32(V.IPO_TAU_MIN)
+    assert np.isfinite(jax.jit(losses.ipo)(z, z, z, z, tau)).all()
+    A.ipo(tau=V.IPO_TAU_MIN)
+    below = float(np.nextafter(np.float32(V.IPO_TAU_MIN), np.float32(0.0)))
+    with pytest.raises(ValueError, match="tau"):
+        A.ipo(tau=below)
 
 
 def test_a_minibatch_of_padding_weighs_nothing_instead_of_nan():
