@@ -119,7 +119,7 @@ def ipo_tau(name: str, v):
     that the loss's square of its target margin ``1/(2 tau)`` is finite in float32 (skipped for tracers)."""
     if not is_concrete(v):
         return v
-    a = np.asarray(v, np.float64).astype(np.float32)
+    a = np.asarray(v, np.float32)  # as the compiled steps hold it
     if not (a >= np.float32(IPO_TAU_MIN)).all():
         raise ValueError(
             f"{name} ({v!r}) must be at least {IPO_TAU_MIN:.3g}: below it IPO's squared margin (1/(2 {name}))^2 "

@@ -87,7 +87,7 @@ def ipo(logp_w_B, logp_l_B, ref_logp_w_B, ref_logp_l_B, tau):
 
     ``d`` is whatever log-ratio the caller passes: summed over tokens by default, length-normalised if the
     caller divides the sequence log-probabilities by the response length first. ``tau >= V.IPO_TAU_MIN``
-    (about 2.7e-20), so that the squared margin ``1/(2 tau)^2`` is finite in float32.
+    (about 2.7e-20), so that the squared margin ``(1/(2 tau))^2`` is finite in float32.
     """
     V.ipo_tau("tau", V.temperature("tau", tau))
     lw, ll, rw, rl = _same_shape(
