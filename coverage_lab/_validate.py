@@ -62,6 +62,26 @@ def prob_table(name: str, p, *, ndim: int | None = None, atol: float = PROB_ATOL
     return a
 
 
+def in_range(name: str, v, *, lo: float = -np.inf, hi: float = np.inf, lo_open: bool = False) -> float:
+    """Checks a finite scalar in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+    f = number(name, v)
+    if f < lo or f > hi or (lo_open and f == lo):
+        raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {f}")
+    return f
+
+
+def prob_rows(name: str, p, expected: tuple | None = None, *, unseen_ok: bool = False) -> np.ndarray:
+    """A probability table (X, Y), of shape ``expected`` if given; with ``unseen_ok`` a row may be all zero (a
+    prompt absent from a dataset)."""
+    a = array(name, p, ndim=2) if unseen_ok else prob_table(name, p, ndim=2)
+    if expected is not None:
+        shape(name, a, expected)
+    s = a.sum(-1)
+    if unseen_ok and ((a < 0).any() or not (np.isclose(s, 1.0, atol=PROB_ATOL, rtol=0) | (s == 0)).all()):
+        raise ValueError(f"{name} must be >= 0 with rows summing to 1 (or 0 for an unseen prompt), got sums {s}")
+    return a
+
+
 def log_prob_table(name: str, logp, *, atol: float = 1e-4) -> np.ndarray:
     """Checks that ``logp`` holds normalised log-probabilities over its last axis: no NaN or ``+inf`` (``-inf``: no
     mass), a finite entry in every row, each row's log-sum-exp 0 within ``atol``; returns it as float64."""

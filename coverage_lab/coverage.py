@@ -1,9 +1,10 @@
-"""Knobs that build the offline distribution ``mu``, and the coverage coefficients of SPEC §2.
+"""The coverage coefficients of SPEC §2, and (re-exported from :mod:`coverage_lab.knobs`) the knobs that build the
+offline distribution ``mu``: one namespace for coverage, ``coverage.restrict(...)`` beside
+``coverage.global_coverage(...)``.
 
-Pure numpy/scipy float64 functions on probability tables ``p_XxY[x, y] = p(y|x)``. Every knob returns a
-validated table of the same shape, so knobs compose: ``temper(restrict(pi_ref_XxY, mask_XxY), 2.0)``.
-Coefficients take ratios only where ``rho(x) > 0``, with ``0/0 = 0`` and ``positive/0 = inf`` (never NaN).
-Coverage is a number swept in experiments, never a branch inside an algorithm.
+Pure numpy/scipy float64 functions on probability tables ``p_XxY[x, y] = p(y|x)``. Coefficients take ratios only
+where ``rho(x) > 0``, with ``0/0 = 0`` and ``positive/0 = inf`` (never NaN). Coverage is a number swept in
+experiments, never a branch inside an algorithm.
 
 References:
   Song, Swamy, Singh, Bagnell, Sun. The Importance of Online Data: Understanding Preference
@@ -16,29 +17,16 @@ import numpy as np
 from scipy import optimize, special
 
 from coverage_lab import _validate as V
+from coverage_lab.knobs import deficient, mixture, pair_table, restrict, reward_softmax, tail_mass, temper
+
+__all__ = [  # the knobs, re-exported
+    "deficient", "mixture", "pair_table", "restrict", "reward_softmax", "tail_mass", "temper",
+]  # fmt: skip
 
 EIG_RTOL = 1e-9  # relative tolerance on eigenvalues in feature_coverage
 
 # ----------------------------------------------------------------------------------------------
 # Argument checks
-
-
-def _real(name, v, *, lo=-np.inf, hi=np.inf, lo_open=False) -> float:
-    f = V.number(name, v)
-    if f < lo or f > hi or (lo_open and f == lo):
-        raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {f}")
-    return f
-
-
-def _table(name, p, shape=None, *, unseen_ok=False) -> np.ndarray:
-    """A probability table (X, Y); with ``unseen_ok`` a row may be all zero (a prompt absent from a dataset)."""
-    a = V.array(name, p, ndim=2) if unseen_ok else V.prob_table(name, p, ndim=2)
-    if shape is not None:
-        V.shape(name, a, shape)
-    s = a.sum(-1)
-    if unseen_ok and ((a < 0).any() or not (np.isclose(s, 1.0, atol=V.PROB_ATOL, rtol=0) | (s == 0)).all()):
-        raise ValueError(f"{name} must be >= 0 with rows summing to 1 (or 0 for an unseen prompt), got sums {s}")
-    return a
 
 
 def _rho(rho_X, n_prompts: int) -> np.ndarray:
@@ -52,117 +40,6 @@ def _features(phi_XxYxD) -> np.ndarray:
     if 0 in phi.shape:
         raise ValueError(f"phi_XxYxD needs at least one prompt, response and feature, got shape {phi.shape}")
     return phi
-
-
-def _normalise(w_XxY, name) -> np.ndarray:
-    s = w_XxY.sum(-1, keepdims=True)
-    if (s <= 0).any():
-        raise ValueError(f"{name} leaves prompt {int(np.flatnonzero(s[:, 0] <= 0)[0])} with no probability mass")
-    return w_XxY / s
-
-
-def _log(p):
-    return np.log(p, out=np.full_like(p, -np.inf), where=p > 0)
-
-
-def _softmax(logits_XxY, support_XxY) -> np.ndarray:
-    z = np.where(support_XxY, logits_XxY, -np.inf)
-    z = z - z.max(-1, keepdims=True)
-    w = np.where(support_XxY, np.exp(z), 0.0)
-    return w / w.sum(-1, keepdims=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# Knobs that build mu
-
-
-def restrict(pi_XxY, support_XxY) -> np.ndarray:
-    """``pi`` restricted to a support mask: ``mu(y|x) ∝ pi(y|x) 1[support(x, y)]``. Shapes (X, Y) -> (X, Y).
-
-    Raises ValueError naming ``support_XxY`` when a prompt would be left with no mass.
-    """
-    pi = _table("pi_XxY", pi_XxY)
-    mask = V.mask("support_XxY", support_XxY, pi.shape)
-    return _normalise(np.where(mask, pi, 0.0), "support_XxY")
-
-
-def tail_mass(pi_XxY, tail_XxY, eps) -> np.ndarray:
-    """Total mass ``eps`` on the tail set, ``1 - eps`` on the rest, each part in proportion to ``pi``.
-
-    ``mu(y|x) = eps pi(y|x)/pi(T_x|x)`` on ``T_x``, ``(1-eps) pi(y|x)/pi(T_x^c|x)`` off it; a part on which ``pi``
-    is zero is filled uniformly. ``eps`` in [0, 1]. Shapes (X, Y) -> (X, Y).
-    """
-    pi = _table("pi_XxY", pi_XxY)
-    tail = V.mask("tail_XxY", tail_XxY, pi.shape)
-    eps = _real("eps", eps, lo=0.0, hi=1.0)
-    out = np.zeros_like(pi)
-    for part, mass, what in ((tail, eps, "is empty for"), (~tail, 1.0 - eps, "covers every response of")):
-        w = np.where(part, pi, 0.0)
-        w = np.where(w.sum(-1, keepdims=True) > 0, w, part.astype(np.float64))  # uniform where pi gives none
-        n = w.sum(-1, keepdims=True)
-        if mass > 0 and (n == 0).any():
-            raise ValueError(f"tail_XxY {what} prompt {int(np.flatnonzero(n[:, 0] == 0)[0])} (eps={eps})")
-        out += mass * np.divide(w, n, out=np.zeros_like(w), where=n > 0)
-    return out
-
-
-def mixture(p_XxY, q_XxY, alpha) -> np.ndarray:
-    """``alpha p + (1 - alpha) q``, ``alpha`` in [0, 1]. Shapes (X, Y) -> (X, Y)."""
-    p, q = _table("p_XxY", p_XxY), _table("q_XxY", q_XxY)
-    V.same_shape(p_XxY=p, q_XxY=q)
-    alpha = _real("alpha", alpha, lo=0.0, hi=1.0)
-    return alpha * p + (1.0 - alpha) * q
-
-
-def temper(pi_XxY, temperature) -> np.ndarray:
-    """Tempered policy ``mu(y|x) ∝ pi(y|x)^(1/T)`` (zeros stay zero), ``T > 0``. Shapes (X, Y) -> (X, Y)."""
-    pi = _table("pi_XxY", pi_XxY)
-    t = _real("temperature", temperature, lo=0.0, lo_open=True)
-    logp = _log(pi)
-    return _softmax((logp - logp.max(-1, keepdims=True)) / t, pi > 0)
-
-
-def reward_softmax(reward_XxY, beta_b, base_XxY=None) -> np.ndarray:
-    """Reward-tilted policy ``mu(y|x) ∝ base(y|x) exp(beta_b r(x, y))``; ``base`` uniform if None.
-
-    ``beta_b`` is any finite real (0 gives ``base``, < 0 favours low reward); Open Bandit Pipeline calls it
-    ``beta``. Shapes (X, Y) -> (X, Y).
-    """
-    r = V.array("reward_XxY", reward_XxY, ndim=2)
-    if r.shape[-1] == 0:
-        raise ValueError("reward_XxY must have at least one response")
-    beta_b = _real("beta_b", beta_b)
-    base = np.full_like(r, 1.0 / r.shape[-1]) if base_XxY is None else _table("base_XxY", base_XxY, r.shape)
-    r = r - (r.max(-1, keepdims=True) if beta_b >= 0 else r.min(-1, keepdims=True))
-    with np.errstate(over="ignore", invalid="ignore"):
-        logits = beta_b * r  # <= 0
-    if not np.isfinite(logits).all():
-        raise ValueError(f"beta_b={beta_b} times reward_XxY overflows")
-    return _softmax(_log(base) + logits, base > 0)
-
-
-def deficient(pi_XxY, n_deficient, score_XxY) -> np.ndarray:
-    """Zero out, per prompt, the ``n_deficient`` highest-scoring responses and renormalise.
-
-    Ties go to the lower index first. Pass the reward as ``score_XxY`` to hide the best responses.
-    ``0 <= n_deficient < Y``. Shapes (X, Y) -> (X, Y).
-    """
-    pi = _table("pi_XxY", pi_XxY)
-    score = V.array("score_XxY", score_XxY, ndim=2)
-    V.shape("score_XxY", score, pi.shape)
-    n = V.integer("n_deficient", n_deficient, minimum=0)
-    if n >= pi.shape[-1]:
-        raise ValueError(f"n_deficient must be < the number of responses {pi.shape[-1]}, got {n}")
-    keep = np.ones(pi.shape, bool)
-    np.put_along_axis(keep, np.argsort(-score, axis=-1, kind="stable")[:, :n], False, axis=-1)
-    return _normalise(np.where(keep, pi, 0.0), "n_deficient")
-
-
-def pair_table(mu_XxY, nu_XxY=None) -> np.ndarray:
-    """Pair distribution ``mu_pair[x, a, b] = mu(a|x) nu(b|x)`` (``nu`` defaults to ``mu``). (X, Y) -> (X, Y, Y)."""
-    mu = _table("mu_XxY", mu_XxY)
-    nu = mu if nu_XxY is None else _table("nu_XxY", nu_XxY, mu.shape)
-    return mu[:, :, None] * nu[:, None, :]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,8 +59,8 @@ def single_policy_coverage(pi_XxY, mu_XxY, rho_X) -> float:
     A prompt with an all-zero ``mu`` row (unseen, see ``empirical_mu``) is uncovered: the ratio is ``inf``.
     Reference: arXiv:2406.01462, partial coverage.
     """
-    pi = _table("pi_XxY", pi_XxY)
-    mu = _table("mu_XxY", mu_XxY, pi.shape, unseen_ok=True)
+    pi = V.prob_rows("pi_XxY", pi_XxY)
+    mu = V.prob_rows("mu_XxY", mu_XxY, pi.shape, unseen_ok=True)
     return _max_ratio(pi, mu, _rho(rho_X, pi.shape[0]))
 
 
@@ -192,7 +69,7 @@ def global_coverage(mu_XxY, rho_X) -> float:
 
     ``mu_XxY`` (X, Y), ``rho_X`` (X,). Reference: arXiv:2406.01462, global coverage.
     """
-    mu = _table("mu_XxY", mu_XxY, unseen_ok=True)
+    mu = V.prob_rows("mu_XxY", mu_XxY, unseen_ok=True)
     return _max_ratio(np.ones_like(mu), mu, _rho(rho_X, mu.shape[0]))
 
 
@@ -227,7 +104,7 @@ def global_coverage_loglinear(mu_XxY, phi_XxYxD, rho_X) -> float:
     although a finite ``theta`` (e.g. 0) gives them some mass. (X, Y), (X, Y, D), (X,). Ref. arXiv:2406.01462.
     """
     phi = _features(phi_XxYxD)
-    mu = _table("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
+    mu = V.prob_rows("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
     rho = _rho(rho_X, phi.shape[0])
     num = np.zeros_like(mu)
     for x in np.flatnonzero(rho > 0):
@@ -259,10 +136,10 @@ def kl_ball_coefficient(pi_ref_XxY, mu_XxY, rho_X, radius) -> float:
     ``q = pi_ref(y|x)``; ``p`` is the largest within the radius (brentq), 1 if ``log(1/q) <= eps/rho(x)``, 0 if
     ``q = 0``. Then ``max p/mu``. ``eps = radius >= 0``. (X, Y), (X, Y), (X,). Ref. arXiv:2406.01462.
     """
-    pi_ref = _table("pi_ref_XxY", pi_ref_XxY)
-    mu = _table("mu_XxY", mu_XxY, pi_ref.shape, unseen_ok=True)
+    pi_ref = V.prob_rows("pi_ref_XxY", pi_ref_XxY)
+    mu = V.prob_rows("mu_XxY", mu_XxY, pi_ref.shape, unseen_ok=True)
     rho = _rho(rho_X, pi_ref.shape[0])
-    radius = _real("radius", radius, lo=0.0)
+    radius = V.in_range("radius", radius, lo=0.0)
     p = np.zeros_like(pi_ref)
     for x in np.flatnonzero(rho > 0):
         p[x] = [_max_mass(q, radius / rho[x]) for q in pi_ref[x]]
@@ -271,7 +148,7 @@ def kl_ball_coefficient(pi_ref_XxY, mu_XxY, rho_X, radius) -> float:
 
 def kl_radius(r_max, beta) -> float:
     """The paper's KL radius for rewards in ``[0, R_max]``: ``eps = 2 R_max / beta``. Reference: arXiv:2406.01462."""
-    return 2.0 * _real("r_max", r_max, lo=0.0) / _real("beta", beta, lo=0.0, lo_open=True)
+    return 2.0 * V.in_range("r_max", r_max, lo=0.0) / V.in_range("beta", beta, lo=0.0, lo_open=True)
 
 
 def pair_covariance(phi_XxYxD, p_XxY, rho_X, q_XxY=None) -> np.ndarray:
@@ -282,8 +159,8 @@ def pair_covariance(phi_XxYxD, p_XxY, rho_X, q_XxY=None) -> np.ndarray:
     Reference: arXiv:2406.01462, linear feature coverage.
     """
     phi = _features(phi_XxYxD)
-    p = _table("p_XxY", p_XxY, phi.shape[:2], unseen_ok=True)
-    q = p if q_XxY is None else _table("q_XxY", q_XxY, phi.shape[:2], unseen_ok=True)
+    p = V.prob_rows("p_XxY", p_XxY, phi.shape[:2], unseen_ok=True)
+    q = p if q_XxY is None else V.prob_rows("q_XxY", q_XxY, phi.shape[:2], unseen_ok=True)
     rho = _rho(rho_X, phi.shape[0])
     m_p, m_q = np.einsum("xy,xyd->xd", p, phi), np.einsum("xy,xyd->xd", q, phi)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, by name
@@ -305,8 +182,8 @@ def feature_coverage(phi_XxYxD, pi_XxY, mu_XxY, rho_X) -> float:
     Shapes: (X, Y, D), (X, Y), (X, Y), (X,). Reference: arXiv:2406.01462, linear feature coverage.
     """
     phi = _features(phi_XxYxD)
-    pi = _table("pi_XxY", pi_XxY, phi.shape[:2])
-    mu = _table("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
+    pi = V.prob_rows("pi_XxY", pi_XxY, phi.shape[:2])
+    mu = V.prob_rows("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
     phi = np.ldexp(phi, -np.frexp(np.abs(phi).max())[1])  # the ratio is scale-free: |phi| < 1, scaled exactly
     s_pi, s_mu = pair_covariance(phi, pi, rho_X), pair_covariance(phi, mu, rho_X)
     floor = 1e-13 * (np.abs(phi).max() ** 2 + 1e-300)  # round-off level of the covariances

@@ -8,7 +8,7 @@ uniform (``mixture`` with weight 1), ``pi_ref`` itself, ``tail_mass`` of 0.1/0.0
 (instance, knob): x is its global coverage ``C_glo`` (tabular: ``global_coverage``; linear: over the log-linear
 class, ``global_coverage_loglinear``) or its KL-ball coverage ``C_kl`` (``kl_ball_coefficient``, radius
 ``2 R_max/beta``); ``inf`` sits at the right edge. y is the mean over seeds of the final ``J(pi*) - J(pi)`` and
-``KL(pi||pi_ref)`` after training on ``N`` sampled pairs (``experiments.rates.sample_counts``, drawn once for every
+``KL(pi||pi_ref)`` after training on ``N`` sampled pairs (``experiments._counts.sample_counts``, drawn once for every
 method, then ``train_on_counts``: full-batch Adam, exact on-policy expectations).
 
 What makes the picture honest:
@@ -45,7 +45,8 @@ from matplotlib.lines import Line2D
 from coverage_lab import _validate as V
 from coverage_lab import bandits, coverage, exact, metrics, minimisers, plotting
 from experiments import check_frame, check_setting, each, integer, one_of
-from experiments.rates import SHAPE, make_algorithm, sample_counts, train_on_counts
+from experiments._counts import make_algorithm, sample_counts, train_on_counts
+from experiments.rates import SHAPE
 
 METHODS = ("dpo", "ipo", "rlhf", "hypo")
 _COMMON = {"beta": 1.0, "r_max": 1.0, "lam": 0.01, "n_pairs": 1000, "steps": 2000, "seeds": 8, "n_instances": 3}

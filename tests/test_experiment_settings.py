@@ -7,7 +7,7 @@ import jax
 import pytest
 
 import experiments
-from experiments import rates, separation_map
+from experiments import _counts, separation_map
 
 KEY = jax.random.key(0)
 
@@ -96,7 +96,7 @@ CASES = [
     ("replicates 1", lambda: run("kl_estimators", smoke=1, replicates=1), "setting['replicates']"),
     ("ks [1]", lambda: run("kl_estimators", smoke=1, ks=[1]), "setting['ks'][0]"),
     ("ks []", lambda: run("kl_estimators", smoke=1, ks=[]), "setting['ks']"),
-    ("make_algorithm unknown method", lambda: rates.make_algorithm("bogus", 1.0), "method"),
+    ("make_algorithm unknown method", lambda: _counts.make_algorithm("bogus", 1.0), "method"),
     # 4. a single name is not a list of its letters
     ("groups of a string", lambda: experiments.groups("rates"), "names"),
     # 5. a key that is not a JAX key; a setting that is not a dict

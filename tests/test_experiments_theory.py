@@ -11,7 +11,7 @@ import pytest
 from coverage_lab import algorithms, bandits, coverage, exact, losses, metrics, minimisers, plotting
 from coverage_lab import data as D
 from coverage_lab.cli import reproduce
-from experiments import rates
+from experiments import _counts, rates
 
 TIDY = {"experiment", "algorithm", "seed", "step", "metric", "value"}
 
@@ -191,12 +191,12 @@ def test_multinomial_counts_match_sample_pairs():
     env = rates.instance(rates.SETTINGS[0])
     mu = rates.offline_mu(env, 1.0)
     n = 100_000
-    p = rates.labelled_pair_probs(env, mu)
+    p = _counts.labelled_pair_probs(env, mu)
     sampled = D.sample_pairs(
         jax.random.key(3), env.rho_X, coverage.pair_table(mu), bandits.preference_table(env.reward_XxY), n
     )
     c_rows = D.pair_counts(sampled, env.n_prompts, env.n_responses)
-    c_multi = rates.sample_counts(env, mu, [n], [jax.random.key(4)])[0]
+    c_multi = _counts.sample_counts(env, mu, [n], [jax.random.key(4)])[0]
     for c in (c_rows, c_multi):
         assert c.sum() == n
         assert np.all(np.abs(c - n * p) < 5 * np.sqrt(n * p) + 2)
@@ -209,8 +209,8 @@ def test_trained_dpo_reaches_the_empirical_minimiser():
     env = rates.instance(setting)
     beta = setting["beta"]
     keys = [jax.random.key(5), jax.random.key(6)]
-    counts = rates.sample_counts(env, rates.offline_mu(env, 1.0), [100_000] * 2, keys)
-    logp = rates.train_on_counts(env, algorithms.dpo(beta), counts, keys, steps=setting["steps"])
+    counts = _counts.sample_counts(env, rates.offline_mu(env, 1.0), [100_000] * 2, keys)
+    logp = _counts.train_on_counts(env, algorithms.dpo(beta), counts, keys, steps=setting["steps"])
     trained = metrics.policy_metrics(logp, env, beta=beta)["suboptimality"]
     j_star = exact.optimal_value(env.reward_XxY, env.pi_ref_XxY, env.rho_X, beta)
     for c, sub in zip(counts, trained, strict=True):

@@ -17,6 +17,7 @@ LAYERS = {
     "losses": 1,
     "bandits": 1,
     "transformer.model": 1,
+    "knobs": 1,
     "coverage": 2,
     "policies": 2,
     "exact": 2,

@@ -420,6 +420,11 @@ CASES = [
         lambda: _toy_sample(params=jax.tree.map(lambda a: a * np.nan, TOY_PARAMS)),
         "params",
     ),
+    (
+        "model logits, an inf parameter",
+        lambda: TM.apply(jax.tree.map(lambda a: a + np.inf, TOY_PARAMS), np.zeros((1, 2), np.int32), TOY.model),
+        "params",
+    ),
     ("a mask of None", lambda: coverage.restrict(GOOD_REF, None), "support_XxY must be a boolean mask"),
     ("reference key not a key", lambda: TR.simulate_many("toy", [A.dpo()], key=KEY, ref_key=5), "ref_key"),
     ("a bandit missing an array", lambda: bandits.TabularBandit(None, GOOD_REF, GOOD_R), "rho_X"),

@@ -279,9 +279,11 @@ def _forward(params, tokens_BxT, config):
 def apply(params, tokens_BxT, config: Config):
     """Logits ``(B, T, out_size)``: position ``t`` sees tokens ``0..t`` only (causal attention).
 
-    ``tokens_BxT``: integer tokens in ``[0, vocab_size)``, ``1 <= T <= max_len``.
+    ``tokens_BxT``: integer tokens in ``[0, vocab_size)``, ``1 <= T <= max_len``. Concrete parameters must be
+    finite (inside a trace they are not checked: the training loop's steps pay nothing).
     """
     check_params(params, config)
+    _check_finite_params(params)
     tokens_BxT = _check_tokens("tokens_BxT", tokens_BxT, config, config.max_len)
     return _forward(params, tokens_BxT, config)[0]
 

@@ -1,0 +1,77 @@
+"""Finite offline data as pair counts, trained with exact on-policy expectations: the runners shared by ``rates``
+and ``separation_map`` (not an experiment of its own).
+
+The losses of ``N`` labelled pairs are sums over distinct ``(x, y_w, y_l)`` triples, so a dataset is its counts,
+drawn as the multinomial they are (:func:`sample_counts`) and handed to the training loop as an exact batch of
+the empirical pair and win frequencies (:func:`train_on_counts`, ``data.empirical_batch``): one compiled program
+for every ``N``, and one for both experiments (they use the same bandit shape).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from coverage_lab import algorithms, bandits, coverage, jit
+from coverage_lab import data as D
+from coverage_lab.policies import default_policy
+from coverage_lab.simulation import train_on_data
+from experiments import one_of
+
+
+def labelled_pair_probs(env, mu_XxY) -> np.ndarray:
+    """The probability of each labelled draw ``(x, winner, loser)`` from ``mu ⊗ mu`` (``data.pair_weights``)."""
+    return D.pair_weights(env.rho_X, coverage.pair_table(mu_XxY), bandits.preference_table(env.reward_XxY))
+
+
+@jit
+def _sample_counts(keys_B, n_B, p_BxXxYxY):
+    return jax.vmap(D.sample_counts)(keys_B, p_BxXxYxY, n_B)
+
+
+@jit(static_argnames=("algorithm", "steps", "learning_rate"))
+def _train(keys_B, env, data_B, hp, *, algorithm, steps, learning_rate):
+    def one(key, data):  # full batch, exact on-policy expectations: the keys draw nothing
+        opts = dict(exact=True, steps=steps, reward_steps=steps, learning_rate=learning_rate)
+        params, _ = train_on_data(env, algorithm, data, hp, key=key, rm_key=key, **opts)
+        return default_policy(env).table(algorithm.policy_params(params))
+
+    return jax.vmap(one)(keys_B, data_B)
+
+
+def sample_counts(env, mu_XxY, n_pairs, keys) -> np.ndarray:
+    """Counts ``c[b, x, a, b']`` of ``n_pairs[b]`` labelled pairs from ``mu`` (one table, or one per run) drawn
+    with ``keys[b]``, as ``Multinomial(N, labelled_pair_probs)``: the distribution of the counts of
+    ``data.sample_pairs`` without drawing N rows. One compiled program for every N. Shape (B, X, Y, Y)."""
+    mus = list(mu_XxY) if isinstance(mu_XxY, list) else [mu_XxY] * len(keys)
+    by_table = {id(mu): labelled_pair_probs(env, mu) for mu in mus}  # once per distinct table
+    probs = np.stack([by_table[id(mu)] for mu in mus])
+    counts = _sample_counts(jnp.stack(keys), jnp.asarray(n_pairs, jnp.float32), jnp.asarray(probs, jnp.float32))
+    counts = np.rint(np.asarray(counts)).astype(np.int64)
+    return counts.reshape(len(keys), env.n_prompts, env.n_responses, env.n_responses)
+
+
+def train_on_counts(env, algorithm, counts_BxXxYxY, keys, *, steps: int, learning_rate: float = 0.05) -> np.ndarray:
+    """Train ``algorithm`` on each dataset of pair counts (``data.empirical_batch``); returns ``logp_BxXxY``.
+
+    On-policy expectations are exact; full-batch Adam for ``steps`` steps (the reward model first, for RLHF).
+    All datasets share one compiled program.
+    """
+    batches = [D.empirical_batch(c) for c in counts_BxXxYxY]
+    data_B = jax.tree.map(lambda *a: jnp.stack(a), *batches)
+    hp = {k: jnp.float32(v) for k, v in algorithm.hparams.items()}
+    logp = _train(jnp.stack(keys), env, data_B, hp, algorithm=algorithm, steps=steps, learning_rate=learning_rate)
+    return np.asarray(logp, np.float64)
+
+
+def make_algorithm(method: str, beta: float, r_max: float = 1.0, lam: float = 0.01, tau: float | None = None):
+    """The algorithm for a method name (a setting value), with the experiment's hyper-parameters."""
+    factories = {
+        "dpo": lambda: algorithms.dpo(beta),
+        "ipo": lambda: algorithms.ipo(tau if tau is not None else beta / 4),
+        "rlhf": lambda: algorithms.rlhf(beta, r_max),
+        "hypo": lambda: algorithms.hypo(beta, lam),
+    }
+    one_of(*factories)("method", method)
+    return factories[method]()
