@@ -95,7 +95,7 @@ def measure(name: str, *, smoke: bool = False, deadline: float = math.inf, timeo
 def reproduce_cost(path: Path = TIMINGS) -> pd.DataFrame | None:
     """Seconds per experiment of the latest full-size ``coverage-lab reproduce`` in ``path``, and the compiled
     programs each loaded from the compilation cache (``loaded``), or None."""
-    from coverage_lab.cli import read_timings
+    from coverage_lab.timings import read_timings
 
     df = read_timings(path)
     full = df[~df["smoke"]]

@@ -22,6 +22,7 @@ import jax
 
 from coverage_lab import _validate as V
 from coverage_lab.sweep import run_sweep, setting_seed
+from coverage_lab.timings import COMMITTED, record_time, recorded_seconds
 
 
 def reproduce(
@@ -203,7 +204,7 @@ def reproduce_all(
         compile_cache = False if in_use is None else str(in_use)
     groups = experiments.groups(list(names))
     timings = Path(out) / "timings.csv"
-    known = _recorded_seconds(timings if timings.exists() else _COMMITTED_TIMINGS, smoke)
+    known = recorded_seconds(timings if timings.exists() else COMMITTED, smoke)
     groups.sort(key=lambda g: -sum(known.get(n, math.inf) for n in g))  # stable: ties keep their order
     jobs = min(jobs, len(groups))
     start = time.perf_counter()
@@ -277,55 +278,6 @@ def _run_group(names, smoke, seeds, out, progress) -> list[tuple[str, float, int
         print(f"{name}: {csv} and {csv.with_suffix('.png')} in {seconds:.1f}s", flush=True)
         done.append((name, seconds, _LOADED[0] - loaded))
     return done
-
-
-_COMMITTED_TIMINGS = Path(__file__).resolve().parents[1] / "figures" / "timings.csv"
-
-
-def read_timings(path: str | Path):
-    """``timings.csv`` as a DataFrame (experiment, seconds, smoke as bool, jobs and loaded as int; files from
-    before those columns count as one job and nothing loaded); empty if the file is missing or unreadable (the
-    timings only order work)."""
-    import pandas as pd
-
-    empty = pd.DataFrame({"experiment": [], "seconds": [], "smoke": [], "jobs": [], "loaded": []})
-    try:
-        df = pd.read_csv(path)
-        df = df.assign(
-            seconds=df["seconds"].astype(float),
-            smoke=df["smoke"].astype(str).str.lower().isin(("true", "1", "1.0")),
-            jobs=(df["jobs"].fillna(1) if "jobs" in df else 1),
-            loaded=(df["loaded"].fillna(0) if "loaded" in df else 0),
-        )
-    except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        return empty
-    return df.astype({"jobs": int, "loaded": int})[list(empty.columns)]
-
-
-def _recorded_seconds(path: Path, smoke: bool) -> dict[str, float]:
-    df = read_timings(path)
-    df = df[df["smoke"] == bool(smoke)]
-    return dict(zip(df["experiment"], df["seconds"], strict=True))
-
-
-def record_time(path: Path, name: str, seconds: float | None, smoke: bool, jobs: int = 1, *, loaded: int = 0) -> None:
-    """Keep ``path`` (columns experiment, seconds, smoke, jobs, loaded) with one row per experiment and size, the
-    latest run (``seconds=None``: drop the row); ``jobs``: how many experiments ran at a time beside it; ``loaded``:
-    how many compiled programs it loaded from the compilation cache (0: it compiled everything). Written to a
-    temporary file and renamed, so an interrupted write leaves the old file."""
-    import pandas as pd
-
-    path = Path(path)
-    old = read_timings(path)
-    rows = old[~((old["experiment"] == name) & (old["smoke"] == bool(smoke)))]
-    if seconds is not None:
-        new = pd.DataFrame({"experiment": [name], "seconds": [round(seconds, 1)], "smoke": [bool(smoke)]})
-        rows = pd.concat([rows, new.assign(jobs=int(jobs), loaded=int(loaded))], ignore_index=True)
-    if rows.empty and not path.exists():
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    rows.astype({"smoke": bool, "jobs": int, "loaded": int}).to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ LAYERS = {
     "_compile": 0,
     "sweep": 0,
     "plotting": 0,
+    "timings": 0,
     "losses": 1,
     "bandits": 1,
     "transformer.model": 1,

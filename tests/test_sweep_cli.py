@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import experiments
-from coverage_lab import cli
+from coverage_lab import cli, timings
 from coverage_lab.sweep import run_sweep, setting_id, setting_seed
 
 SETTINGS = [{"a": a, "b": b} for a in (1, 2, 3) for b in ("x", "y")]
@@ -109,8 +109,8 @@ def test_reproduce_all_starts_the_longest_recorded_group_first(tmp_path, monkeyp
     seconds = cli.reproduce_all(["rates", "kl_estimators", "lower_bound"], smoke=True, out=tmp_path)
     assert ran == [["kl_estimators"], ["lower_bound"], ["rates"]]  # unknown, then 5 s, then 1 s (smoke times)
     assert seconds == {"rates": 0.5, "kl_estimators": 0.5, "lower_bound": 0.5}
-    timings = pd.read_csv(tmp_path / "timings.csv")  # written before the jobs column: those rows ran alone
-    assert timings["jobs"].tolist() == [1] * len(timings) and len(timings) == 4
+    recorded = pd.read_csv(tmp_path / "timings.csv")  # written before the jobs column: those rows ran alone
+    assert recorded["jobs"].tolist() == [1] * len(recorded) and len(recorded) == 4
     for bad in (dict(jobs=0), dict(jobs=2.5), dict(seeds=0), dict(names=[]), dict(names="rates")):
         kw = {"names": ["rates"], "out": tmp_path, **bad}
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -135,18 +135,18 @@ def test_a_failing_experiment_keeps_the_times_of_those_that_ran_before_it_in_its
 
 def test_timings_file_is_rewritten_whole_and_read_forgivingly(tmp_path):
     path = tmp_path / "timings.csv"
-    cli.record_time(path, "rates", 2.04, False, 2)
-    cli.record_time(path, "all", 3.0, False, 2)
-    cli.record_time(path, "all", None, False)  # a partial run drops the whole-run row
-    cli.record_time(path, "rates_smoke", 1.0, True, loaded=3)
+    timings.record_time(path, "rates", 2.04, False, 2)
+    timings.record_time(path, "all", 3.0, False, 2)
+    timings.record_time(path, "all", None, False)  # a partial run drops the whole-run row
+    timings.record_time(path, "rates_smoke", 1.0, True, loaded=3)
     assert path.read_text() == "experiment,seconds,smoke,jobs,loaded\nrates,2.0,False,2,0\nrates_smoke,1.0,True,1,3\n"
     assert not list(tmp_path.glob("*.tmp"))
     first = tmp_path / "first.csv"  # the first row of a new file: its smoke flag was written as 1.0, read as False
-    cli.record_time(first, "rates", 1.0, True)
+    timings.record_time(first, "rates", 1.0, True)
     assert first.read_text() == "experiment,seconds,smoke,jobs,loaded\nrates,1.0,True,1,0\n"
-    assert cli.read_timings(first)["smoke"].tolist() == [True]
+    assert timings.read_timings(first)["smoke"].tolist() == [True]
     path.write_text("not,a\ntimings file")
-    assert cli.read_timings(path).empty and cli.read_timings(tmp_path / "missing.csv").empty
+    assert timings.read_timings(path).empty and timings.read_timings(tmp_path / "missing.csv").empty
 
 
 def test_reproduce_in_two_processes_writes_the_same_csvs(tmp_path, monkeypatch):
@@ -157,8 +157,8 @@ def test_reproduce_in_two_processes_writes_the_same_csvs(tmp_path, monkeypatch):
         cli.reproduce_all(names, jobs=jobs, smoke=True, out=tmp_path / str(jobs))
     for name in names:
         assert (tmp_path / "1" / f"{name}.csv").read_bytes() == (tmp_path / "2" / f"{name}.csv").read_bytes()
-    timings = pd.read_csv(tmp_path / "2" / "timings.csv").set_index("experiment")
-    assert sorted(timings.index) == sorted(names) and (timings["jobs"] == 2).all()
+    recorded = pd.read_csv(tmp_path / "2" / "timings.csv").set_index("experiment")
+    assert sorted(recorded.index) == sorted(names) and (recorded["jobs"] == 2).all()
 
 
 _COUNT_CACHE_HITS = """
@@ -166,7 +166,7 @@ import os, sys
 if os.environ.get("ONE_CPU"):  # held to one CPU before XLA starts its threads (it sizes them by this mask)
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 import jax
-from coverage_lab import cli
+from coverage_lab import cli, timings
 hits = []
 jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
 cli.main(["reproduce", "kl_estimators", "--smoke", "--jobs", "1", "--out", sys.argv[1], *sys.argv[2:]])
