@@ -5,7 +5,7 @@ self-attention, a GELU MLP, and an untied output projection to ``out_size`` logi
 be larger than the output one: prompt tokens are read, never written). The blocks' parameters are stacked
 on a leading layer axis and run with ``lax.scan``, so compile time does not grow with depth.
 
-A leaf module: it imports only JAX (DESIGN.md, the layering test).
+A leaf module: it imports only JAX and its ``Config`` (DESIGN.md, the layering test).
 
 References: Radford et al. Language Models are Unsupervised Multitask Learners (GPT-2), 2019;
 Karpathy, nanoGPT.
@@ -13,7 +13,6 @@ Karpathy, nanoGPT.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -21,49 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Shape of the transformer (hashable: a static argument of compiled code).
-
-    Attributes:
-      vocab_size: input vocabulary size ``V``.
-      max_len: longest sequence ``T`` the position embeddings cover.
-      out_size: number of output logits ``O`` (default ``vocab_size``).
-      d_model, n_layers, n_heads: width, depth and attention heads (``d_model % n_heads == 0``).
-      d_ff: hidden width of the MLP (default ``4 * d_model``).
-    """
-
-    vocab_size: int
-    max_len: int
-    out_size: int = 0
-    d_model: int = 32
-    n_layers: int = 2
-    n_heads: int = 2
-    d_ff: int = 0
-
-    def __post_init__(self):
-        for name in ("vocab_size", "max_len", "d_model", "n_layers", "n_heads"):
-            _positive_int(name, getattr(self, name))
-        for name in ("out_size", "d_ff"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer (0: default), got {v!r}")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
-        if self.out_size == 0:
-            object.__setattr__(self, "out_size", self.vocab_size)
-        if self.d_ff == 0:
-            object.__setattr__(self, "d_ff", 4 * self.d_model)
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_heads
-
-
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+from coverage_lab.transformer.config import Config, check_config, positive_int
 
 
 def _check_key(key):  # this module is a leaf: its own checks, not coverage_lab._validate's
@@ -80,11 +37,6 @@ def _check_temperature(temperature):
     with np.errstate(over="ignore", divide="ignore"):
         if not np.isfinite(np.float32(1.0) / np.float32(temperature)):
             raise ValueError(f"temperature ({temperature:g}) is too small: 1/temperature overflows float32")
-
-
-def _check_config(config):
-    if not isinstance(config, Config):
-        raise ValueError(f"config must be a transformer.model.Config, got {type(config).__name__}")
 
 
 def _check_tokens(name, tokens, config, max_len):
@@ -113,7 +65,7 @@ def check_params(params, config: Config, name: str = "params") -> None:
     """Checks that ``params`` is a parameter pytree of ``config``'s model (the structure and every leaf's shape;
     shapes are static, so this holds inside ``jit`` too): parameters of another configuration would otherwise run,
     reading clamped embeddings or returning logits over another vocabulary."""
-    _check_config(config)
+    check_config(config)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     expected, expected_def = jax.tree_util.tree_flatten(_param_shapes(config))
     if treedef != expected_def:
@@ -141,7 +93,7 @@ def init(key, config: Config) -> dict:
     Returns a dict pytree: ``tok_emb`` (V, D), ``pos_emb`` (T, D), ``blocks`` (each leaf with a leading layer
     axis N), ``ln_f_*`` (D,), ``w_out`` (D, O), ``b_out`` (O,).
     """
-    _check_config(config)
+    check_config(config)
     _check_key(key)
     c = config
     n, d, f = c.n_layers, c.d_model, c.d_ff
@@ -316,7 +268,7 @@ def sample(params, key, prompt_BxP, config: Config, *, length: int, temperature:
     check_params(params, config)
     _check_finite_params(params)
     _check_key(key)
-    _positive_int("length", length)
+    positive_int("length", length)
     _check_temperature(temperature)
     if config.out_size > config.vocab_size:
         raise ValueError("sample needs out_size <= vocab_size (sampled tokens are fed back as inputs)")

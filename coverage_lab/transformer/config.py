@@ -1,0 +1,59 @@
+"""``Config``: the shape of the transformer of :mod:`coverage_lab.transformer.model` (imported from there as
+``model.Config``), validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Shape of the transformer (hashable: a static argument of compiled code).
+
+    Attributes:
+      vocab_size: input vocabulary size ``V``.
+      max_len: longest sequence ``T`` the position embeddings cover.
+      out_size: number of output logits ``O`` (default ``vocab_size``).
+      d_model, n_layers, n_heads: width, depth and attention heads (``d_model % n_heads == 0``).
+      d_ff: hidden width of the MLP (default ``4 * d_model``).
+    """
+
+    vocab_size: int
+    max_len: int
+    out_size: int = 0
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 2
+    d_ff: int = 0
+
+    def __post_init__(self):
+        for name in ("vocab_size", "max_len", "d_model", "n_layers", "n_heads"):
+            positive_int(name, getattr(self, name))
+        for name in ("out_size", "d_ff"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer (0: default), got {v!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        if self.out_size == 0:
+            object.__setattr__(self, "out_size", self.vocab_size)
+        if self.d_ff == 0:
+            object.__setattr__(self, "d_ff", 4 * self.d_model)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def positive_int(name, v):
+    """Checks a Python or numpy integer >= 1."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def check_config(config):
+    """Checks that ``config`` is a :class:`Config`."""
+    if not isinstance(config, Config):
+        raise ValueError(f"config must be a transformer.model.Config, got {type(config).__name__}")
