@@ -16,19 +16,21 @@ arXiv:2406.01462, Figure 1 (SPEC §5), in miniature. Instance: as ``bandits.rand
   reward; its KL is at most ``R_MAX / beta`` whatever the data (SPEC §4.3).
 
 Choosing ``lam``: HyPO is run for every ``lam`` in ``LAMS`` (traced, one compiled program) and the figure's
-curve is the ``lam`` with the lowest *validation DPO loss* at the end of training: the population DPO loss on
-``mu``'s labelled pairs, i.e. an infinitely large held-out split of the same offline data. The rule is applied
-on selection seeds of their own (``split = "select"`` in the CSV: seed ids ``SELECT_OFFSET + s``, other
-datasets), and the figure reports the chosen ``lam`` on the reported seeds (``split = "report"``), so the choice
-is not fitted to the runs it is judged on. That rule uses neither the true reward off the data nor the KL, so it
-does not pick ``lam`` for the property the figure shows; the last panels show the whole sweep, so the choice can
-be checked. Where that loss is flat over
-several ``lam`` (Bradley–Terry label noise dominates it), the rule may land on a strongly regularised HyPO
-that barely leaves ``pi_ref``; panel (d) and the CSV give the KL and value of every other ``lam``.
+curve is the ``lam`` with the lowest *held-out DPO loss* at the end of training: the DPO loss on ``N_VAL = 32``
+labelled pairs of ``mu ⊗ mu`` held out from training (a second draw as large as the training set, the data a
+researcher would set aside). The rule is applied on selection seeds of their own (``split = "select"`` in the
+CSV: seed ids ``SELECT_OFFSET + s``, other datasets), and the figure reports the chosen ``lam`` on the reported
+seeds (``split = "report"``), so the choice is not fitted to the runs it is judged on. That rule uses neither
+the true reward off the data nor the KL, so it does not pick ``lam`` for the property the figure shows; the last
+panels show the whole sweep, so the choice can be checked. Beside it panel (c) draws the population DPO loss
+(``val_loss``, an infinitely large held-out split, which no researcher has): where it is flat over several
+``lam`` (Bradley–Terry label noise dominates it), 32 held-out pairs cannot tell those apart either, and the rule
+may land on a strongly regularised HyPO that barely leaves ``pi_ref``; panel (d) and the CSV give the KL and
+value of every other ``lam``.
 
 Metrics: ``kl`` is the exact reverse KL ``E_x KL(pi(.|x) || pi_ref(.|x))`` over all prompts (the bandit's
-"validation" KL); ``value`` is ``J`` at the same ``beta``; ``val_loss`` the validation DPO loss; ``loss`` the
-training objective.
+"validation" KL); ``value`` is ``J`` at the same ``beta``; ``heldout_loss`` the DPO loss on the run's held-out
+pairs (the rule's); ``val_loss`` the population DPO loss on ``mu``'s pairs; ``loss`` the training objective.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
 from coverage_lab import bandits, plotting
 from coverage_lab import coverage as C
+from coverage_lab import data as D
 from coverage_lab import exact as E
 from coverage_lab import metrics as M
 from coverage_lab.simulation import run as run_compiled
@@ -60,6 +63,8 @@ N_PROMPTS, N_RESPONSES, DIM, N_DEFICIENT = 8, 50, 16, 10
 STEPS = 1000
 OPTIMIZER = optax.adam(0.02)  # one instance: every run shares the compiled program of its algorithm
 SELECT_OFFSET = 1000  # HyPO's selection seeds are SELECT_OFFSET + s for each reported seed s
+N_VAL = 32  # held-out labelled pairs per run, for the rule that picks lam
+HELDOUT_STREAM = 1  # the held-out pairs of seed s are drawn with fold_in(fold_in(key, HELDOUT_STREAM), s)
 KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
     "seeds": seed_ids,  # default 5
     "steps": logged_steps(20),  # default STEPS; logged every steps // 20
@@ -95,6 +100,20 @@ def validation_loss(logp_NxXxY, env, mu_XxY, beta) -> np.ndarray:
     return 2.0 * np.einsum("xab,nxab->n", w, np.logaddexp(0.0, -margin))
 
 
+def heldout_pairs(env, mu_XxY, key) -> D.Batch:
+    """``N_VAL`` labelled pairs ``(y, y') ~ mu ⊗ mu`` (Bradley–Terry labels on the true reward) drawn with ``key``."""
+    pref = bandits.preference_table(np.asarray(env.reward_XxY))
+    return D.sample_pairs(key, np.asarray(env.rho_X), C.pair_table(mu_XxY), pref, N_VAL)
+
+
+def heldout_loss(logp_NxXxY, env, pairs: D.Batch, beta) -> np.ndarray:
+    """The DPO loss on held-out labelled pairs, ``sum_i w_i softplus(-beta (d(y_w) - d(y_l)))`` with
+    ``d = log pi - log pi_ref``, per policy: (N,). Its expectation over the draw is :func:`validation_loss`."""
+    x, y_w, y_l, w = (np.asarray(a) for a in (pairs.x_B, pairs.y_w_B, pairs.y_l_B, pairs.weight_B))
+    d = np.asarray(logp_NxXxY, np.float64) - np.log(np.asarray(env.pi_ref_XxY, np.float64))
+    return np.logaddexp(0.0, -beta * (d[:, x, y_w] - d[:, x, y_l])) @ w.astype(np.float64)
+
+
 def run(setting: dict, key) -> pd.DataFrame:
     """DPO, RLHF and HyPO over ``lams``; tidy rows with ``lam`` (NaN for DPO and RLHF), ``beta``, ``n_pairs``."""
     check_setting(__name__, setting, key)
@@ -108,6 +127,8 @@ def run(setting: dict, key) -> pd.DataFrame:
     algs += [A.hypo(BETA, lam=lam, k=K) for lam in setting.get("lams", LAMS)] if "hypo" in which else []
     report = V.seed_ids(setting.get("seeds", 5))
     select = [SELECT_OFFSET + s for s in report]
+    k_val = jax.random.fold_in(key, HELDOUT_STREAM)
+    heldout = {s: heldout_pairs(env, mu, jax.random.fold_in(k_val, s)) for s in report + select}
     frames = []
     for alg in algs:
         r = run_compiled(
@@ -129,6 +150,7 @@ def run(setting: dict, key) -> pd.DataFrame:
             values = {
                 "kl": pm["kl"],
                 "value": pm["value"],
+                "heldout_loss": heldout_loss(logp, env, heldout[seed], BETA),
                 "val_loss": validation_loss(logp, env, mu, BETA),
                 "loss": np.asarray(r.logs["metrics"]["loss"][i], np.float64),
             }
@@ -148,8 +170,8 @@ def run(setting: dict, key) -> pd.DataFrame:
 
 
 def selected_lam(df: pd.DataFrame) -> float:
-    """The ``lam`` whose HyPO run has the lowest final validation DPO loss (median over the selection seeds)."""
-    h = df[(df["algorithm"] == "hypo") & (df["metric"] == "val_loss") & (df["split"] == "select")]
+    """The ``lam`` whose HyPO run has the lowest final held-out DPO loss (median over the selection seeds)."""
+    h = df[(df["algorithm"] == "hypo") & (df["metric"] == "heldout_loss") & (df["split"] == "select")]
     final = h[h["step"] == h["step"].max()].groupby("lam")["value"].median()
     return float(final.idxmin())
 
@@ -185,9 +207,9 @@ def plot(df: pd.DataFrame):
     for ax, metric, ylabel, title, rows in (
         (
             axes[2],
-            "val_loss",
-            "validation DPO loss (held-out μ pairs)",
-            "(c) the rule that picks λ: lowest loss, on selection seeds",
+            "heldout_loss",
+            f"DPO loss on {N_VAL} held-out μ pairs",
+            "(c) the rule that picks λ: lowest held-out loss, on selection seeds",
             picked,
         ),
         (axes[3], "kl", "reverse KL at the end", "(d) final KL over the λ sweep, reported seeds", final),
@@ -197,6 +219,9 @@ def plot(df: pd.DataFrame):
         c = plotting.color("hypo")
         ax.plot(s.index, s["median"], "o-", color=c, lw=1.6, label="hypo")
         ax.fill_between(s.index, s["min"], s["max"], color=c, alpha=0.2, lw=0)
+        if metric == "heldout_loss":  # what an infinite held-out split would say, for comparison
+            pop = hypo[hypo["metric"] == "val_loss"].groupby("lam")["value"].median()
+            ax.plot(pop.index, pop, "s:", color=c, lw=1, ms=3, label="hypo, population loss (no rule)")
         for name in ("dpo", "rlhf"):
             v = final[(final["algorithm"] == name) & (final["metric"] == metric)]["value"].median()
             ax.axhline(v, color=plotting.color(name), ls="--", lw=1, label=f"{name} (median, reported seeds)")

@@ -142,8 +142,9 @@ def test_reverse_kl_picks_lam_on_the_selection_seeds_only(smoke):
     assert sorted(hypo[hypo["split"] == "select"]["seed"].unique()) == [m.SELECT_OFFSET + s for s in range(3)]
     assert set(df[df["algorithm"] != "hypo"]["split"]) == {"report"}
     rows = [
-        {"algorithm": "hypo", "metric": "val_loss", "step": 10, "lam": lam, "split": split, "seed": 0, "value": v}
+        {"algorithm": "hypo", "metric": metric, "step": 10, "lam": lam, "split": split, "seed": 0, "value": v}
         for lam, split, v in ((0.1, "select", 0.5), (1.0, "select", 0.7), (0.1, "report", 0.9), (1.0, "report", 0.1))
+        for metric, v in (("heldout_loss", v), ("val_loss", 1.0 - v))  # the rule reads the held-out loss only
     ]
     assert m.selected_lam(pd.DataFrame(rows)) == 0.1
     with pytest.raises(ValueError, match=re.escape("setting['seeds']")):
@@ -183,6 +184,34 @@ def test_reverse_kl_validation_loss_is_the_population_dpo_loss():
     got = m.validation_loss(logp_NxXxY, env, mu, m.BETA)
     np.testing.assert_allclose(got, expected, rtol=1e-10)  # float64 both ways
     assert got[0] < got[1] and (got[0] < got[2:]).all(), got
+
+
+def test_reverse_kl_heldout_loss_is_a_draw_of_the_population_loss():
+    """The rule's held-out loss, per pair ``softplus(-beta (d(y_w) - d(y_l)))`` over ``N_VAL`` pairs, is ``log 2`` at
+    ``pi_ref``; over many draws its mean is the population loss (``validation_loss``) within a few standard
+    errors, at ``pi*`` and at a random policy."""
+    from scipy.special import log_softmax
+
+    from coverage_lab import exact
+    from experiments import reverse_kl as m
+
+    env, mu = m.instance(jax.random.key(0))
+    pi_ref = np.asarray(env.pi_ref_XxY, np.float64)
+    pi_star = exact.optimal_policy(np.asarray(env.reward_XxY, np.float64), pi_ref, m.BETA)
+    random = log_softmax(np.random.default_rng(0).normal(0.0, 2.0, pi_ref.shape), axis=-1)
+    logp = np.stack([np.log(pi_ref), np.log(pi_star), random])
+    pairs = m.heldout_pairs(env, mu, jax.random.key(1))
+    assert pairs.x_B.shape == (m.N_VAL,)
+    np.testing.assert_allclose(m.heldout_loss(logp[:1], env, pairs, m.BETA), [np.log(2.0)], rtol=1e-12)
+    draws = np.stack(
+        [
+            m.heldout_loss(logp[1:], env, m.heldout_pairs(env, mu, k), m.BETA)
+            for k in jax.random.split(jax.random.key(2), 200)
+        ]
+    )
+    se = draws.std(0, ddof=1) / np.sqrt(len(draws))
+    z = (draws.mean(0) - m.validation_loss(logp[1:], env, mu, m.BETA)) / se
+    assert (np.abs(z) < 4.5).all(), z  # two two-sided tests, 4.5 sigma: fails by chance about once in 10^5 runs
 
 
 def _pooled_z(df, name):
