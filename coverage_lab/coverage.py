@@ -19,7 +19,9 @@ from scipy import optimize, special
 from coverage_lab import _validate as V
 from coverage_lab.knobs import deficient, mixture, pair_table, restrict, reward_softmax, tail_mass, temper
 
-__all__ = [  # the knobs, re-exported
+__all__ = [  # the coefficients, and the knobs re-exported: coverage.restrict(...) beside coverage.global_coverage(...)
+    "EIG_RTOL", "empirical_mu", "empirical_support", "feature_coverage", "global_coverage",
+    "global_coverage_loglinear", "kl_ball_coefficient", "kl_radius", "pair_covariance", "single_policy_coverage",
     "deficient", "mixture", "pair_table", "restrict", "reward_softmax", "tail_mass", "temper",
 ]  # fmt: skip
 

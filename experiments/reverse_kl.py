@@ -16,7 +16,7 @@ arXiv:2406.01462, Figure 1 (SPEC §5), in miniature. Instance: as ``bandits.rand
   reward; its KL is at most ``R_MAX / beta`` whatever the data (SPEC §4.3).
 
 Choosing ``lam``: HyPO is run for every ``lam`` in ``LAMS`` (traced, one compiled program) and the figure's
-curve is the ``lam`` with the lowest *held-out DPO loss* at the end of training: the DPO loss on ``N_VAL = 32``
+curve is the ``lam`` with the lowest *held-out DPO loss* at the end of training: the DPO loss on ``N_VAL`` (32)
 labelled pairs of ``mu ⊗ mu`` held out from training (a second draw as large as the training set, the data a
 researcher would set aside). The rule is applied on selection seeds of their own (``split = "select"`` in the
 CSV: seed ids ``SELECT_OFFSET + s``, other datasets), and the figure reports the chosen ``lam`` on the reported
@@ -63,8 +63,7 @@ N_PROMPTS, N_RESPONSES, DIM, N_DEFICIENT = 8, 50, 16, 10
 STEPS = 1000
 OPTIMIZER = optax.adam(0.02)  # one instance: every run shares the compiled program of its algorithm
 SELECT_OFFSET = 1000  # HyPO's selection seeds are SELECT_OFFSET + s for each reported seed s
-N_VAL = 32  # held-out labelled pairs per run, for the rule that picks lam
-HELDOUT_STREAM = 1  # the held-out pairs of seed s are drawn with fold_in(fold_in(key, HELDOUT_STREAM), s)
+N_VAL = N_PAIRS  # held-out labelled pairs per run (a second draw as large as the training set), for lam's rule
 KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
     "seeds": seed_ids,  # default 5
     "steps": logged_steps(20),  # default STEPS; logged every steps // 20
@@ -117,7 +116,7 @@ def heldout_loss(logp_NxXxY, env, pairs: D.Batch, beta) -> np.ndarray:
 def run(setting: dict, key) -> pd.DataFrame:
     """DPO, RLHF and HyPO over ``lams``; tidy rows with ``lam`` (NaN for DPO and RLHF), ``beta``, ``n_pairs``."""
     check_setting(__name__, setting, key)
-    k_env, k_run = jax.random.split(key)
+    k_env, k_run, k_val = jax.random.split(key, 3)  # k_env and k_run as split(key) gives them: the same runs
     env, mu = instance(k_env)
     rho, pi_ref, reward = (np.asarray(a, np.float64) for a in (env.rho_X, env.pi_ref_XxY, env.reward_XxY))
     steps = setting.get("steps", STEPS)
@@ -127,7 +126,6 @@ def run(setting: dict, key) -> pd.DataFrame:
     algs += [A.hypo(BETA, lam=lam, k=K) for lam in setting.get("lams", LAMS)] if "hypo" in which else []
     report = V.seed_ids(setting.get("seeds", 5))
     select = [SELECT_OFFSET + s for s in report]
-    k_val = jax.random.fold_in(key, HELDOUT_STREAM)
     heldout = {s: heldout_pairs(env, mu, jax.random.fold_in(k_val, s)) for s in report + select}
     frames = []
     for alg in algs:

@@ -407,3 +407,16 @@ BAD_INPUTS = [
 def test_bad_inputs_name_the_parameter(fn, args, name):
     with pytest.raises(ValueError, match=name):
         fn(*args)
+
+
+def test_the_coverage_namespace_lists_every_public_name():
+    """``coverage.__all__`` (what ``help`` and ``import *`` show) is every public name of ``coverage`` and of the
+    ``knobs`` it re-exports, and each resolves."""
+    from coverage_lab import knobs
+
+    def public(module):
+        own = {n for n, v in vars(module).items() if getattr(v, "__module__", None) == module.__name__}
+        return {n for n in own if not n.startswith("_")}
+
+    assert set(C.__all__) == public(C) | public(knobs) | {"EIG_RTOL"}
+    assert all(hasattr(C, n) for n in C.__all__)

@@ -166,7 +166,7 @@ import os, sys
 if os.environ.get("ONE_CPU"):  # held to one CPU before XLA starts its threads (it sizes them by this mask)
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 import jax
-from coverage_lab import cli, timings
+from coverage_lab import cli
 hits = []
 jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if event.endswith("cache_hits") else None)
 cli.main(["reproduce", "kl_estimators", "--smoke", "--jobs", "1", "--out", sys.argv[1], *sys.argv[2:]])

@@ -488,6 +488,22 @@ def test_fit_checks_concrete_parameters_under_jit_too_and_allows_minus_inf():
         train_from(jnp.array([0.5, jnp.nan]))
 
 
+def test_the_model_checks_closed_over_parameters_under_jit():
+    """Reference parameters closed over by a jitted function are concrete there: ``apply`` and ``sample`` read them
+    at trace time, so finite ones run as they do eagerly and an inf one is refused by name."""
+    tokens = np.zeros((1, 2), np.int32)
+
+    def logits_and_tokens(params):
+        out = jax.jit(lambda k: (TM.apply(params, tokens, TOY.model), _toy_sample(k, params=params)))(KEY)
+        return jax.device_get(out)
+
+    eager = (TM.apply(TOY_PARAMS, tokens, TOY.model), _toy_sample(KEY))
+    for got, want in zip(logits_and_tokens(TOY_PARAMS), eager, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="params"):
+        logits_and_tokens(jax.tree.map(lambda a: a + np.inf, TOY_PARAMS))
+
+
 def test_ipo_tau_floor_is_float32s():
     """At its smallest accepted tau IPO's loss is finite in float32 (as the compiled steps compute it); the float32
     below it is refused."""

@@ -81,7 +81,8 @@ def _check_finite_params(params, name: str = "params") -> None:
     ``jax.random.categorical`` turns NaN logits into valid-looking tokens instead of failing."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
     concrete = [(path, leaf) for path, leaf in leaves if not isinstance(leaf, jax.core.Tracer)]
-    finite = jax.device_get([jnp.isfinite(leaf).all() for _, leaf in concrete])  # one flag a leaf leaves the device
+    with jax.ensure_compile_time_eval():  # a concrete array closed over by a jitted function: checked at trace time
+        finite = jax.device_get([jnp.isfinite(leaf).all() for _, leaf in concrete])  # one flag a leaf to the host
     for (path, _), ok in zip(concrete, finite, strict=True):
         if not ok:
             raise ValueError(f"{name}{jax.tree_util.keystr(path)} contains NaN or inf")
