@@ -1,4 +1,4 @@
-"""Rates: suboptimality against the number of pairs N, DPO over coverage levels and RLHF/HyPO under partial coverage.
+"""Rates: suboptimality against N pairs, DPO over coverage levels and IPO/RLHF/HyPO under partial coverage.
 
 SPEC §4.5 (arXiv:2406.01462): with global coverage DPO converges and its constant grows with ``C_glo``; with only
 partial coverage (``C(pi*)`` small, ``C_glo`` huge) RLHF and HyPO still converge while DPO does not.
@@ -35,7 +35,9 @@ The sampled version, with the optimisation error removed as far as possible:
   expectations to exact offline data (``n_pairs=None``), hence the small runners of
   ``experiments._counts``.
 - HyPO uses a fixed ``lam``; its population solution (``simulate(..., n_pairs=None)``) is biased away from
-  ``pi*``, and that bias is drawn as a dotted floor.
+  ``pi*``, and that bias is drawn as a dotted floor. So is IPO's (``tau = beta/4``), from its closed form
+  (``exact.ipo_solution``). IPO trains on the partial-coverage datasets beside DPO: its squared loss holds a rare
+  response seen only winning at a finite margin, where DPO's empirical minimiser is at infinity.
 
 What is measured: ``J(pi*) - J(pi) = beta E_x KL(pi || pi*)`` (the KL-regularised suboptimality) and the
 unregularised reward gap ``|E_pi r* - E_pi* r*|``. The paper's bound is ``O(C/sqrt(N))`` for the former; because
@@ -76,10 +78,10 @@ SETTINGS = [
     {**_COMMON, "mix": 1.0, "methods": ["dpo"]},
     {**_COMMON, "mix": 0.1, "methods": ["dpo"]},
     {**_COMMON, "mix": 0.01, "methods": ["dpo"]},
-    {**_COMMON, "mix": 0.0, "methods": ["dpo", "rlhf", "hypo"]},
+    {**_COMMON, "mix": 0.0, "methods": ["dpo", "ipo", "rlhf", "hypo"]},
 ]
 _SMOKE = {**_COMMON, "seeds": 8, "n_grid": (300, 1000, 3000, 10_000, 30_000, 100_000)}
-SMOKE = [{**_SMOKE, "mix": 1.0, "methods": ["dpo"]}, {**_SMOKE, "mix": 0.0, "methods": ["dpo", "rlhf", "hypo"]}]
+SMOKE = [{**_SMOKE, "mix": 1.0, "methods": ["dpo"]}, {**_SMOKE, "mix": 0.0, "methods": ["dpo", "ipo", "rlhf", "hypo"]}]
 METHODS = ("dpo", "ipo", "rlhf", "hypo")  # make_algorithm's names
 KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
     "methods": each(one_of(*METHODS), unique=True),  # trained on the same datasets
@@ -156,8 +158,14 @@ def run(setting: dict, key) -> pd.DataFrame:
             )
             for name, v in values.items()
         ]
-        if alg.name == "hypo":  # the fixed-lam bias: HyPO's population solution
+        if alg.name == "hypo":  # the fixed-lam bias: HyPO's population solution (trained on exact data)
             frames.append(_population(env, alg, mu, steps, key, reward_star))
+        if alg.name == "ipo":  # IPO's population solution is not pi* either: its closed form
+            pi_ipo = exact.ipo_solution(pi_ref, mu, bandits.preference_table(reward), alg.hparams["tau"])
+            pm = metrics.policy_metrics(np.log(pi_ipo)[None], env, beta=beta)
+            frames.append(
+                _population_rows(alg.name, steps, pm["suboptimality"][0], pm["reward"][0], reward_star, pm["kl"][0])
+            )
     df = pd.concat(frames, ignore_index=True)
     radius = coverage.kl_radius(r_max, beta)
     df["c_glo"] = coverage.global_coverage(mu, rho)
@@ -172,14 +180,18 @@ def _population(env, alg, mu, steps, key, reward_star) -> pd.DataFrame:
         env, alg, mu=mu, n_pairs=None, steps=steps, seeds=1, key=key, metrics=("suboptimality", "reward", "kl")
     )
     last = pop[pop["step"] == steps].set_index("metric")["value"]
-    values = {"suboptimality": last["suboptimality"], "reward_gap": abs(last["reward"] - reward_star), "kl": last["kl"]}
+    return _population_rows(alg.name, steps, last["suboptimality"], last["reward"], reward_star, last["kl"])
+
+
+def _population_rows(name, steps, suboptimality, reward, reward_star, kl) -> pd.DataFrame:
+    values = {"suboptimality": suboptimality, "reward_gap": abs(reward - reward_star), "kl": kl}
     return pd.DataFrame(
         {
-            "algorithm": alg.name,
+            "algorithm": name,
             "seed": 0,
             "step": steps,
             "metric": [f"{k}_population" for k in values],
-            "value": list(values.values()),
+            "value": [float(v) for v in values.values()],
             "n_pairs": np.nan,
         }
     )
@@ -191,7 +203,7 @@ def _population(env, alg, mu, steps, key, reward_star) -> pd.DataFrame:
 
 def curves(df: pd.DataFrame):
     """``(label key, algorithm, mix, frame)`` per curve, in plotting order (DPO by coverage, then RLHF, HyPO)."""
-    order = {"dpo": 0, "rlhf": 1, "hypo": 2}
+    order = {"dpo": 0, "ipo": 1, "rlhf": 2, "hypo": 3}
     groups = [(alg, mix, g) for (alg, mix), g in df.groupby(["algorithm", "mix"])]
     return sorted(groups, key=lambda t: (order.get(t[0], 9), -t[1]))
 
@@ -213,7 +225,7 @@ def slopes(df: pd.DataFrame, metric: str = "suboptimality") -> dict:
 
 def _label(alg: str, g: pd.DataFrame) -> str:
     c_glo, c_pi = g["c_glo"].iloc[0], g["c_pistar"].iloc[0]
-    name = {"dpo": "DPO", "rlhf": "RLHF", "hypo": "HyPO"}.get(alg, alg)
+    name = {"dpo": "DPO", "ipo": "IPO", "rlhf": "RLHF", "hypo": "HyPO"}.get(alg, alg)
     return f"{name}, C_glo={c_glo:.3g}, C(pi*)={c_pi:.2g}"
 
 
@@ -249,8 +261,12 @@ def plot(df: pd.DataFrame):
             ax.fill_between(stats.index, stats[0.1], stats[0.9], color=c, alpha=0.15, lw=0)
             pop = g[g["metric"] == f"{metric}_population"]
             if len(pop):
-                lam = g["lam"].iloc[0]
-                ax.axhline(pop["value"].iloc[0], color=c, ls=":", lw=1.2, label=f"HyPO population bias (lam={lam:g})")
+                bias = (
+                    f"HyPO population bias (lam={g['lam'].iloc[0]:g})"
+                    if alg == "hypo"
+                    else f"{alg.upper()} population bias"
+                )
+                ax.axhline(pop["value"].iloc[0], color=c, ls=":", lw=1.2, label=bias)
         n = np.array(sorted(df["n_pairs"].dropna().unique()))
         anchor = df[(df["metric"] == metric) & df["n_pairs"].notna()].groupby("n_pairs")["value"].mean()
         ref = 2 * anchor.loc[n[0]] * (n / n[0]) ** ref_slope
