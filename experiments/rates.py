@@ -223,10 +223,12 @@ def slopes(df: pd.DataFrame, metric: str = "suboptimality") -> dict:
     return out
 
 
+NAMES = {"dpo": "DPO", "ipo": "IPO", "rlhf": "RLHF", "hypo": "HyPO"}  # the legend's names of the methods
+
+
 def _label(alg: str, g: pd.DataFrame) -> str:
     c_glo, c_pi = g["c_glo"].iloc[0], g["c_pistar"].iloc[0]
-    name = {"dpo": "DPO", "ipo": "IPO", "rlhf": "RLHF", "hypo": "HyPO"}.get(alg, alg)
-    return f"{name}, C_glo={c_glo:.3g}, C(pi*)={c_pi:.2g}"
+    return f"{NAMES.get(alg, alg)}, C_glo={c_glo:.3g}, C(pi*)={c_pi:.2g}"
 
 
 def _colors(groups) -> dict:
@@ -261,11 +263,7 @@ def plot(df: pd.DataFrame):
             ax.fill_between(stats.index, stats[0.1], stats[0.9], color=c, alpha=0.15, lw=0)
             pop = g[g["metric"] == f"{metric}_population"]
             if len(pop):
-                bias = (
-                    f"HyPO population bias (lam={g['lam'].iloc[0]:g})"
-                    if alg == "hypo"
-                    else f"{alg.upper()} population bias"
-                )
+                bias = f"{NAMES[alg]} population bias" + (f" (lam={g['lam'].iloc[0]:g})" if alg == "hypo" else "")
                 ax.axhline(pop["value"].iloc[0], color=c, ls=":", lw=1.2, label=bias)
         n = np.array(sorted(df["n_pairs"].dropna().unique()))
         anchor = df[(df["metric"] == metric) & df["n_pairs"].notna()].groupby("n_pairs")["value"].mean()
