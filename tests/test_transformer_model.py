@@ -1,5 +1,6 @@
 """The transformer leaf: shapes, validation, causality, and the KV-cache sampler against the full forward."""
 
+import dataclasses
 import functools
 
 import jax
@@ -41,6 +42,7 @@ def test_shapes_and_defaults(params):
         (dict(vocab_size=4, max_len=4, d_model=6, n_heads=4), "d_model"),
         (dict(vocab_size=4, max_len=4, n_layers=1.5), "n_layers"),
         (dict(vocab_size=4, max_len=4, out_size=-1), "out_size"),
+        (dict(vocab_size=4, max_len=4, remat=1), "remat"),
     ],
 )
 def test_config_validation(kwargs, name):
@@ -128,6 +130,27 @@ def test_unrolled_and_rolled_loops_compute_the_same(params, monkeypatch):
     rolled = outputs()
     np.testing.assert_allclose(unrolled[0], rolled[0], atol=1e-5)
     np.testing.assert_array_equal(unrolled[1], rolled[1])
+
+
+def test_remat_same_gradient_less_memory():
+    """``Config.remat``: the loss and its gradient are those without it, and the compiled gradient of a deep model
+    (a rolled layer loop) keeps less scratch memory, by XLA's own account of the program."""
+    deep = M.Config(vocab_size=10, max_len=16, d_model=16, n_layers=9, n_heads=2)
+    tokens = jax.random.randint(jax.random.key(1), (8, 16), 0, 10)
+
+    def loss(params, config):
+        return jax.nn.log_softmax(M.apply(params, tokens, config)).mean()
+
+    params = init(jax.random.key(2), deep)
+    values, temps = [], []
+    for config in (deep, dataclasses.replace(deep, remat=True)):
+        grad = fast_jit(jax.value_and_grad(loss), static_argnames="config").lower(params, config).compile()
+        values.append(grad(params))
+        temps.append(grad.memory_analysis().temp_size_in_bytes)
+    np.testing.assert_allclose(values[0][0], values[1][0], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(values[0][1]), jax.tree.leaves(values[1][1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert temps[1] < 0.7 * temps[0], temps
 
 
 @given(st.integers(0, 2**31 - 1), st.floats(0.01, 100.0), st.floats(-10.0, 10.0))

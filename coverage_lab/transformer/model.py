@@ -225,6 +225,8 @@ def _forward(params, tokens_BxT, config):
         x = x + _dense(_attend(q, k, v, mask, config), p["w_o"], p["b_o"])
         return _mlp(x, p), (k, v)
 
+    if config.remat:
+        block = jax.checkpoint(block)
     x, kv = jax.lax.scan(block, _embed(params, tokens_BxT, 0), params["blocks"], unroll=_unroll(config.n_layers))
     return _head(params, x), kv
 

@@ -4,7 +4,8 @@
   seconds on a CPU (the tests and the experiments' SMOKE runs).
 - ``small`` and ``medium``: one task (10 response tokens, length 6: 10^6 responses, Monte Carlo KL) and two
   model sizes, for the CPU experiments (Table 1 needs two model sizes).
-- ``gpu``: a task and a model large enough to keep an H200 busy (``benchmarks/transformer_bench.py``).
+- ``gpu``: a task and a model large enough to keep an H200 busy (``benchmarks/transformer_bench.py``); its policy
+  recomputes each layer's activations in the backward pass (``Config.remat``) to fit HyPO's step in memory.
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ class Size:
             raise ValueError(f"log_every ({self.log_every}) must divide steps ({self.steps})")
 
 
-def _configs(task: T.TaskConfig, d_model: int, n_layers: int, n_heads: int, rm_d_model: int, rm_layers: int):
+def _configs(task: T.TaskConfig, d_model: int, n_layers: int, n_heads: int, rm_d_model: int, rm_layers: int, remat):
     t = T.make_task(task)
     max_len = task.prompt_len + task.response_len
-    policy = M.Config(t.vocab_size, max_len, t.n_tokens, d_model, n_layers, n_heads)
+    policy = M.Config(t.vocab_size, max_len, t.n_tokens, d_model, n_layers, n_heads, remat=remat)
     rm = M.Config(t.vocab_size, max_len, 1, rm_d_model, rm_layers, 4 if rm_d_model % 4 == 0 else 1)
     return policy, rm
 
@@ -91,8 +92,8 @@ GPU_TASK = T.TaskConfig(
 )  # fmt: skip
 
 
-def _size(name, task, dims, rm_dims, **kw) -> Size:
-    policy, rm = _configs(task, *dims, *rm_dims)
+def _size(name, task, dims, rm_dims, remat=False, **kw) -> Size:
+    policy, rm = _configs(task, *dims, *rm_dims, remat)
     return Size(name, task, policy, rm, **kw)
 
 
@@ -112,7 +113,7 @@ SIZES: dict[str, Size] = {
     "gpu": _size(
         "gpu", GPU_TASK, (768, 12, 12), (256, 4), corpus_per_prompt=256, ref_steps=2000, ref_batch_size=256,
         ref_learning_rate=3e-4, n_pairs=65536, steps=1000, batch_size=128, learning_rate=1e-4, reward_steps=1000,
-        eval_samples=16, log_every=50,
+        eval_samples=16, log_every=50, remat=True,
     ),
 }  # fmt: skip
 
