@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = """
 import json, jax, numpy as np
@@ -32,6 +33,7 @@ def run_with(devices: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # run by .ci/run after make test
 def test_sharded_seeds_equal_one_device():
     one, two = run_with(1), run_with(2)
     assert (one["devices"], two["devices"], two["key_devices"]) == (1, 2, 2)

@@ -149,6 +149,7 @@ def test_timings_file_is_rewritten_whole_and_read_forgivingly(tmp_path):
     assert timings.read_timings(path).empty and timings.read_timings(tmp_path / "missing.csv").empty
 
 
+@pytest.mark.slow  # run by .ci/run after make test
 def test_reproduce_in_two_processes_writes_the_same_csvs(tmp_path, monkeypatch):
     """Worker processes change where an experiment runs, not what it computes."""
     monkeypatch.setenv("JAX_NUMPY_RANK_PROMOTION", "raise")  # the workers run under the suite's strict setting

@@ -71,6 +71,7 @@ def test_gpu_size_is_consistent_without_running_it():
     assert jax.tree.structure(grads) == jax.tree.structure(params)
 
 
+@pytest.mark.slow  # run by .ci/run after make test
 def test_the_prepared_gpu_script_runs_as_a_dry_run_on_the_cpu(tmp_path):
     repo = _PATH.parents[1]
     env = {**os.environ, "SIZE": "toy", "STEPS": "1", "PY": sys.executable, "OUT": str(tmp_path)}
