@@ -49,6 +49,7 @@ def test_gpu_size_is_consistent_without_running_it():
     from coverage_lab.transformer.policy import sequence_policy
 
     size = S.get("gpu")
+    assert size.model.remat and not S.get("medium").model.remat  # HyPO's step needs it to fit an H200 (README)
     task = T.make_task(size.task)
     assert not task.enumerable and task.vocab_size == size.model.vocab_size
     params = jax.eval_shape(lambda k: M.init(k, size.model), jax.random.key(0))

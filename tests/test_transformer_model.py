@@ -100,6 +100,9 @@ def test_cached_decoding_matches_the_full_forward(params):
     for i in range(4):
         step_logits, cache = decode(params, cache, y[:, i], 2 + i, CFG)
         np.testing.assert_allclose(step_logits, full[:, 2 + i], atol=1e-5)
+    with jax.enable_x64(True):  # 64-bit default integers: the cache's indices must still agree in type
+        y64 = M.sample(params, jax.random.key(3), prompt, CFG, length=5)
+    np.testing.assert_array_equal(y64, y)
 
 
 def test_sampling_is_jittable_and_low_temperature_is_greedy(params):
@@ -133,9 +136,11 @@ def test_unrolled_and_rolled_loops_compute_the_same(params, monkeypatch):
 
 
 def test_remat_same_gradient_less_memory():
-    """``Config.remat``: the loss and its gradient are those without it, and the compiled gradient of a deep model
-    (a rolled layer loop) keeps less scratch memory, by XLA's own account of the program."""
-    deep = M.Config(vocab_size=10, max_len=16, d_model=16, n_layers=9, n_heads=2)
+    """``Config.remat``: the loss and its gradient are those without it (to rounding), and the compiled gradient
+    keeps less scratch memory, by XLA's own account of the program, also at a depth whose loop is otherwise
+    unrolled (unrolled, XLA would keep every layer's activations anyway)."""
+    deep = M.Config(vocab_size=10, max_len=16, d_model=16, n_layers=4, n_heads=2)
+    assert M._unroll(deep.n_layers)
     tokens = jax.random.randint(jax.random.key(1), (8, 16), 0, 10)
 
     def loss(params, config):

@@ -18,10 +18,11 @@ class Config:
       out_size: number of output logits ``O`` (default ``vocab_size``).
       d_model, n_layers, n_heads: width, depth and attention heads (``d_model % n_heads == 0``).
       d_ff: hidden width of the MLP (default ``4 * d_model``).
-      remat: recompute each layer's activations in the backward pass (``jax.checkpoint`` on the layer) instead of
-        keeping them: the gradient's memory then holds one layer's activations and every layer's input, for
-        about one more forward pass of compute. The values are the same either way; the ``gpu`` size needs it
-        (HyPO's step at batch 128 asked for 114 GiB without it on an H200, 2026-11-30).
+      remat: recompute each layer's activations in the backward pass (``jax.checkpoint`` on the layer, whose
+        loop then stays rolled) instead of keeping them: the gradient's memory then holds one layer's activations
+        and every layer's input, for about one more forward pass of compute. The values are equal up to float
+        rounding; the ``gpu`` size needs it (HyPO's step at batch 128 asked for 114 GiB without it on an H200,
+        2026-11-30).
     """
 
     vocab_size: int

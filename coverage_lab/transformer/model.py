@@ -225,9 +225,10 @@ def _forward(params, tokens_BxT, config):
         x = x + _dense(_attend(q, k, v, mask, config), p["w_o"], p["b_o"])
         return _mlp(x, p), (k, v)
 
-    if config.remat:
+    if config.remat:  # an unrolled loop would let XLA keep every layer's activations anyway
         block = jax.checkpoint(block)
-    x, kv = jax.lax.scan(block, _embed(params, tokens_BxT, 0), params["blocks"], unroll=_unroll(config.n_layers))
+    unroll = _unroll(config.n_layers) and not config.remat
+    x, kv = jax.lax.scan(block, _embed(params, tokens_BxT, 0), params["blocks"], unroll=unroll)
     return _head(params, x), kv
 
 
@@ -245,22 +246,22 @@ def apply(params, tokens_BxT, config: Config):
 
 def _decode_step(params, cache, tok_B, pos, config):
     """One token at position ``pos`` through every layer with the KV cache (N, B, T, H, Dh); logits (B, O). The
-    cache is carried whole and written one (layer, position) slice at a time, in place (scanned over as an input
-    and output, it was copied whole every token: the ``gpu`` size's sampler ran 3.7x slower, README)."""
+    cache is carried whole and written one (layer, position) slice at a time, in place."""
+    pos, zero = jnp.asarray(pos, jnp.int32), jnp.int32(0)  # int32 indices also under jax_enable_x64
     x = _embed(params, tok_B[:, None], pos)  # (B, 1, D)
     mask = (jnp.arange(cache[0].shape[2]) <= pos)[None]  # (1, T)
 
     def block(carry, p):
         x, k_cache, v_cache, layer = carry
         q, k, v = _qkv(x, p, config)
-        at = (layer, 0, pos, 0, 0)
+        at = (layer, zero, pos, zero, zero)
         k_cache = jax.lax.dynamic_update_slice(k_cache, k[None], at)
         v_cache = jax.lax.dynamic_update_slice(v_cache, v[None], at)
         k_l, v_l = (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False) for c in (k_cache, v_cache))
         x = x + _dense(_attend(q, k_l, v_l, mask, config), p["w_o"], p["b_o"])
         return (_mlp(x, p), k_cache, v_cache, layer + 1), None
 
-    carry = (x, *cache, jnp.int32(0))
+    carry = (x, *cache, zero)
     (x, *cache, _), _ = jax.lax.scan(block, carry, params["blocks"], unroll=_unroll(config.n_layers))
     return _head(params, x)[:, 0], tuple(cache)
 

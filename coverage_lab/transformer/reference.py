@@ -53,8 +53,9 @@ def _key_bytes(key) -> bytes:
 def cache_path(size: str | S.Size, key=None, directory: str | os.PathLike | None = None) -> Path:
     """Where the reference of ``size`` trained from ``key`` (default ``jax.random.key(0)``) is cached.
 
-    The file name holds a digest of everything training depends on: the task and model configurations, the
-    corpus size, the optimisation settings, the key and a format tag.
+    The file name holds a digest of everything training depends on: the task and model configurations (``remat``
+    included: it changes the trained weights' rounding), the corpus size, the optimisation settings, the key and
+    a format tag.
     """
     size = S.get(size)
     key = jax.random.key(0) if key is None else key

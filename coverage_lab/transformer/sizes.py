@@ -70,7 +70,9 @@ class Size:
             raise ValueError(f"log_every ({self.log_every}) must divide steps ({self.steps})")
 
 
-def _configs(task: T.TaskConfig, d_model: int, n_layers: int, n_heads: int, rm_d_model: int, rm_layers: int, remat):
+def _configs(
+    task: T.TaskConfig, d_model: int, n_layers: int, n_heads: int, rm_d_model: int, rm_layers: int, remat: bool
+):
     t = T.make_task(task)
     max_len = task.prompt_len + task.response_len
     policy = M.Config(t.vocab_size, max_len, t.n_tokens, d_model, n_layers, n_heads, remat=remat)
