@@ -1,5 +1,6 @@
-"""The one-off comparison behind ``sampler.csv``: the transformer's sampler before the in-place KV cache (the model
-of ``6f8c8d0``) against the current one, compiled and timed alternately in one process, same key, same samples?
+"""The one-off comparison whose output ``device_log.txt`` holds (call 3): the transformer's sampler before the
+in-place KV cache (the model of ``6f8c8d0``) against the current one, compiled and timed alternately in one
+process, same key, same samples?
 
     git show 6f8c8d0:coverage_lab/transformer/model.py > /tmp/old/old_model.py
     PYTHONPATH=$PWD:/tmp/old python benchmarks/h200/sampler_old_vs_new.py D_MODEL LAYERS BATCH PROMPT LENGTH REPS HEADS
