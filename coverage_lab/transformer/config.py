@@ -1,10 +1,13 @@
 """``Config``: the shape of the transformer of :mod:`coverage_lab.transformer.model` (imported from there as
-``model.Config``), validated on construction."""
+``model.Config``), validated on construction; and the model's input checks (a leaf, like the model: its own
+checks, not ``coverage_lab._validate``'s)."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -65,3 +68,38 @@ def check_config(config):
     """Checks that ``config`` is a :class:`Config`."""
     if not isinstance(config, Config):
         raise ValueError(f"config must be a transformer.model.Config, got {type(config).__name__}")
+
+
+def check_key(key):
+    """Checks a single PRNG key: typed (``jax.random.key``) or raw (``jax.random.PRNGKey``)."""
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+    if not (typed or (isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,))):
+        raise ValueError(f"key must be a single JAX PRNG key such as jax.random.key(0), got {key!r}")
+
+
+def check_temperature(temperature):
+    """Checks a sampling temperature: a number > 0 whose inverse is finite in float32 (tracers pass)."""
+    if isinstance(temperature, jax.core.Tracer):
+        return
+    if isinstance(temperature, (bool, str)) or np.ndim(temperature) != 0 or not float(temperature) > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    with np.errstate(over="ignore", divide="ignore"):
+        if not np.isfinite(np.float32(1.0) / np.float32(temperature)):
+            raise ValueError(f"temperature ({temperature:g}) is too small: 1/temperature overflows float32")
+
+
+def check_tokens(name, tokens, config, max_len):
+    """``tokens`` as a JAX integer array (B, T), ``1 <= T <= max_len``, values (when concrete) in the vocabulary."""
+    try:
+        tokens = jnp.asarray(tokens)
+    except TypeError as err:
+        raise ValueError(f"{name} must be an integer array of shape (B, T), got {type(tokens).__name__}") from err
+    if not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.ndim != 2:
+        raise ValueError(f"{name} must be an integer array of shape (B, T), got {tokens.dtype} {tokens.shape}")
+    if not 1 <= tokens.shape[1] <= max_len:
+        raise ValueError(f"{name} has length {tokens.shape[1]}, outside [1, {max_len}] (config.max_len)")
+    if not isinstance(tokens, jax.core.Tracer) and tokens.size:
+        t = jax.device_get(tokens)  # a host array: a jnp reduction inside a trace would be staged, not evaluated
+        if not 0 <= t.min() <= t.max() < config.vocab_size:
+            raise ValueError(f"{name} must hold tokens in [0, {config.vocab_size}) (config.vocab_size)")
+    return tokens

@@ -20,40 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from coverage_lab.transformer.config import Config, check_config, positive_int
-
-
-def _check_key(key):  # this module is a leaf: its own checks, not coverage_lab._validate's
-    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
-    if not (typed or (isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,))):
-        raise ValueError(f"key must be a single JAX PRNG key such as jax.random.key(0), got {key!r}")
-
-
-def _check_temperature(temperature):
-    if isinstance(temperature, jax.core.Tracer):
-        return
-    if isinstance(temperature, (bool, str)) or np.ndim(temperature) != 0 or not float(temperature) > 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
-    with np.errstate(over="ignore", divide="ignore"):
-        if not np.isfinite(np.float32(1.0) / np.float32(temperature)):
-            raise ValueError(f"temperature ({temperature:g}) is too small: 1/temperature overflows float32")
-
-
-def _check_tokens(name, tokens, config, max_len):
-    """``tokens`` as a JAX integer array (B, T), ``1 <= T <= max_len``, values (when concrete) in the vocabulary."""
-    try:
-        tokens = jnp.asarray(tokens)
-    except TypeError as err:
-        raise ValueError(f"{name} must be an integer array of shape (B, T), got {type(tokens).__name__}") from err
-    if not jnp.issubdtype(tokens.dtype, jnp.integer) or tokens.ndim != 2:
-        raise ValueError(f"{name} must be an integer array of shape (B, T), got {tokens.dtype} {tokens.shape}")
-    if not 1 <= tokens.shape[1] <= max_len:
-        raise ValueError(f"{name} has length {tokens.shape[1]}, outside [1, {max_len}] (config.max_len)")
-    if not isinstance(tokens, jax.core.Tracer) and tokens.size:
-        t = jax.device_get(tokens)  # a host array: a jnp reduction inside a trace would be staged, not evaluated
-        if not 0 <= t.min() <= t.max() < config.vocab_size:
-            raise ValueError(f"{name} must hold tokens in [0, {config.vocab_size}) (config.vocab_size)")
-    return tokens
+from coverage_lab.transformer.config import (
+    Config,
+    check_config,
+    check_key,
+    check_temperature,
+    check_tokens,
+    positive_int,
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,7 +69,7 @@ def init(key, config: Config) -> dict:
     axis N), ``ln_f_*`` (D,), ``w_out`` (D, O), ``b_out`` (O,).
     """
     check_config(config)
-    _check_key(key)
+    check_key(key)
     c = config
     n, d, f = c.n_layers, c.d_model, c.d_ff
     std, proj_std = 0.02, 0.02 / math.sqrt(2 * n)
@@ -240,7 +214,7 @@ def apply(params, tokens_BxT, config: Config):
     """
     check_params(params, config)
     _check_finite_params(params)
-    tokens_BxT = _check_tokens("tokens_BxT", tokens_BxT, config, config.max_len)
+    tokens_BxT = check_tokens("tokens_BxT", tokens_BxT, config, config.max_len)
     return _forward(params, tokens_BxT, config)[0]
 
 
@@ -276,12 +250,12 @@ def sample(params, key, prompt_BxP, config: Config, *, length: int, temperature:
     """
     check_params(params, config)
     _check_finite_params(params)
-    _check_key(key)
+    check_key(key)
     positive_int("length", length)
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if config.out_size > config.vocab_size:
         raise ValueError("sample needs out_size <= vocab_size (sampled tokens are fed back as inputs)")
-    prompt_BxP = _check_tokens("prompt_BxP", prompt_BxP, config, config.max_len - length)
+    prompt_BxP = check_tokens("prompt_BxP", prompt_BxP, config, config.max_len - length)
     b, p = prompt_BxP.shape
     total = p + length
     logits, (k, v) = _forward(params, prompt_BxP, config)
