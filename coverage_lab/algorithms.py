@@ -294,6 +294,8 @@ def hypo(beta: float = 0.1, lam: float = 1.0, k: int = 4, kl_budget: float | Non
 def _make_online_dpo(alg: Algorithm, ctx: Context, hp):
     offline = _make_dpo(alg, ctx, hp)
     use_rm = dict(alg.options).get("label_with_reward_model", False)
+    if not use_rm and ctx.pref_XxYxY is None:
+        raise ValueError("pref_XxYxY is required: online_dpo labels its on-policy pairs with it")
 
     def pref(x, a, b):
         if use_rm:

@@ -59,8 +59,7 @@ def _check_pairs(rho_X, pair_XxYxY, pref_XxYxY):
     V.prob_table("pair_XxYxY", pair.reshape(pair.shape[0], -1))
     if pref.shape != pair.shape:
         raise ValueError(f"pref_XxYxY has shape {pref.shape}, expected pair_XxYxY's {pair.shape}")
-    if (pref < 0).any() or (pref > 1).any() or not np.allclose(pref + pref.transpose(0, 2, 1), 1.0, atol=1e-6):
-        raise ValueError("pref_XxYxY must hold probabilities with P(a ≻ b) + P(b ≻ a) = 1")
+    check_preferences(pref)
     return rho, pair, pref
 
 
@@ -173,10 +172,39 @@ def pair_indices(data: Batch, n_prompts: int, n_responses: int) -> tuple[np.ndar
     return x, w, l
 
 
+def check_preferences(pref_XxYxY, name: str = "pref_XxYxY") -> np.ndarray:
+    """Checks a preference table ``P(a ≻ b|x)`` of shape (X, Y, Y): probabilities with ``P(a ≻ b) + P(b ≻ a) = 1``."""
+    pref = V.array(name, pref_XxYxY, ndim=3)
+    if pref.shape[1] != pref.shape[2]:
+        raise ValueError(f"{name} must have shape (X, Y, Y), got {pref.shape}")
+    if (pref < 0).any() or (pref > 1).any() or not np.allclose(pref + pref.transpose(0, 2, 1), 1.0, atol=1e-6):
+        raise ValueError(f"{name} must hold probabilities with P(a ≻ b) + P(b ≻ a) = 1")
+    return pref
+
+
 def check_batch(data, name: str = "data") -> None:
     """Raises a ValueError naming ``name`` unless ``data`` is a :class:`Batch`."""
     if not isinstance(data, Batch):
         raise ValueError(f"{name} must be a data.Batch, got {type(data).__name__}")
+
+
+def check_weights(data: Batch, name: str = "data") -> None:
+    """Checks a dataset's weights: ``weight_B`` one per pair and ``prompt_w_P`` one per on-policy prompt (shapes:
+    inside ``jit`` too); when concrete, finite, >= 0, and ``weight_B`` summing to 1 (a loss is their weighted sum: a
+    negative weight would maximise it, a NaN would make it NaN)."""
+    check_batch(data, name)
+    for w, of in (("weight_B", "x_B"), ("prompt_w_P", "prompt_x_P")):
+        weight, rows = getattr(data, w), getattr(data, of)
+        if np.shape(weight) != np.shape(rows)[:1]:
+            raise ValueError(
+                f"{name}.{w} must have shape {np.shape(rows)[:1]} (one per {name}.{of}), got {np.shape(weight)}"
+            )
+        if V.is_concrete(weight):
+            a = V.array(f"{name}.{w}", weight)
+            if (a < 0).any():
+                raise ValueError(f"{name}.{w} must be >= 0, got min {a.min():.3g}")
+    if V.is_concrete(data.weight_B) and not np.isclose(np.sum(np.asarray(data.weight_B, np.float64)), 1.0, atol=1e-4):
+        raise ValueError(f"{name}.weight_B must sum to 1, got {np.sum(np.asarray(data.weight_B, np.float64)):.6g}")
 
 
 def pair_counts(data: Batch, n_prompts: int, n_responses: int) -> np.ndarray:

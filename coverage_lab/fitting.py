@@ -7,6 +7,7 @@ both built on these.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from coverage_lab import _validate as V
@@ -73,7 +74,7 @@ def train_policy(
     if algorithm.reward_model and reward_fn is None:
         raise ValueError(f"reward_fn is required: {algorithm.name} uses a reward model")
     ref_params = policy.init(key)
-    ctx = A.Context(policy, ref_params, exact, reward_fn, pref_XxYxY)
+    ctx = A.Context(policy, ref_params, exact, reward_fn, _preferences(pref_XxYxY, policy, ref_params))
     if algorithm.offline_pairs:  # pi_ref's log-probabilities of the pairs, once rather than at every step
         data = A.with_reference(ctx, data, batch_size)
     if evaluate is None and log_every is not None:
@@ -90,6 +91,22 @@ def train_policy(
         evaluate=evaluate,
         project=algorithm.project,
     )
+
+
+def _preferences(pref_XxYxY, policy: Policy, ref_params):
+    """Online DPO's labelling oracle, checked: None, an object indexed like a table (``[x_B, a_B, b_B]``, e.g. the
+    transformer track's ``GoldPreference``), or a table of the policy's shape (X, Y, Y), values checked when concrete
+    (a numpy table becomes a JAX one: traced indices cannot index numpy)."""
+    if pref_XxYxY is None or not hasattr(pref_XxYxY, "shape"):
+        if pref_XxYxY is not None and not hasattr(pref_XxYxY, "__getitem__"):
+            raise ValueError(f"pref_XxYxY must be a table P(a ≻ b|x) or indexable like one, got {pref_XxYxY!r:.80}")
+        return pref_XxYxY
+    if policy.table is not None:
+        x, y = jax.eval_shape(policy.table, ref_params).shape
+        V.shape("pref_XxYxY", pref_XxYxY, (x, y, y))
+    if V.is_concrete(pref_XxYxY):
+        D.check_preferences(pref_XxYxY)
+    return jnp.asarray(pref_XxYxY, jnp.float32)
 
 
 def check_algorithm(algorithm: A.Algorithm, hp) -> None:

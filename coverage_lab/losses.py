@@ -169,7 +169,9 @@ def ppo_clip(logp_BxK, behaviour_logp_BxK, advantage_BxK, clip):
 
     ``-(1/k) sum_j min(rho_j A_j, clip(rho_j, 1 - clip, 1 + clip) A_j)`` with the importance ratio
     ``rho_j = pi(y_j) / pi_behaviour(y_j)`` of samples ``y_j ~ pi_behaviour``. At ``pi = pi_behaviour`` its
-    gradient is ``-(1/k) sum_j A_j grad log pi(y_j)`` (REINFORCE). ``clip > 0``.
+    gradient is ``-(1/k) sum_j A_j grad log pi(y_j)`` (REINFORCE). ``clip > 0``. A sample with ``A_j = 0`` adds 0
+    whatever its ratio; one with ``A_j < 0`` and a ratio past float32's range makes the loss ``+inf`` (its unclipped
+    side), never NaN.
 
     References: Schulman et al. Proximal Policy Optimization Algorithms. arXiv:1707.06347.
     """
@@ -179,6 +181,7 @@ def ppo_clip(logp_BxK, behaviour_logp_BxK, advantage_BxK, clip):
         raise ValueError(f"logp_BxK needs a last axis of samples, got shape {lp.shape}")
     for name, a in (("logp_BxK", lp), ("behaviour_logp_BxK", blp), ("advantage_BxK", adv)):
         _check_finite(name, a)
-    ratio = jnp.exp(lp - jax.lax.stop_gradient(blp))
     adv = jax.lax.stop_gradient(adv)
+    # a sample without advantage contributes 0 even where its ratio overflows float32 (inf * 0 would be NaN)
+    ratio = jnp.exp(jnp.where(adv == 0, 0.0, lp - jax.lax.stop_gradient(blp)))
     return -jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip, 1 + clip) * adv).mean(-1)

@@ -183,7 +183,11 @@ def minimiser_set(pi_ref_XxY, pair_XxYxY, pref_XxYxY, rho_X, reward_XxY, beta, *
                     f"pref_XxYxY is deterministic (0 or 1) on a compared pair at prompt {x}: the DPO population "
                     "minimiser does not exist; use a Bradley–Terry temperature or loss='ipo'"
                 )
-            log_q = log_ref[x, idx] + _component_log_ratio(Wc, Pc, beta, tau if loss == "ipo" else None)
+            with np.errstate(over="ignore", invalid="ignore"):
+                log_q = log_ref[x, idx] + _component_log_ratio(Wc, Pc, beta, tau if loss == "ipo" else None)
+            if not np.isfinite(log_q).all():
+                name = "tau" if loss == "ipo" else "beta"
+                raise ValueError(f"{name} is too small for these preferences: the log-ratios overflow float64")
             log_q -= logsumexp(log_q)
             component[x, idx] = len(vertices)
             tilted[x, idx] = np.exp(log_q)
@@ -198,8 +202,12 @@ def minimiser_set(pi_ref_XxY, pair_XxYxY, pref_XxYxY, rho_X, reward_XxY, beta, *
         vals, kls, vertices = np.array(vals), np.array(kls), np.array(vertices)
         k = int(np.argmin(vals))
         worst_v[x], worst_pi[x], max_kl[x] = vals[k], vertices[k], kls.max()
-        best_v[x] = beta * logsumexp(vals / beta)
-        best_pi[x] = np.exp(vals / beta - logsumexp(vals / beta)) @ vertices
+        with np.errstate(over="ignore"):
+            scaled = vals / beta  # -inf for a vertex pi_ref never produces
+        if np.isnan(scaled).any() or np.isinf(scaled[np.isfinite(vals)]).any():
+            raise ValueError(f"beta ({beta:g}) is too small for the reward's scale: J/beta overflows float64")
+        best_v[x] = beta * logsumexp(scaled)
+        best_pi[x] = np.exp(scaled - logsumexp(scaled)) @ vertices
     totals = (_expect(rho, worst_v), _expect(rho, max_kl), _expect(rho, best_v))
     n_components = component.max(axis=1) + 1
     return MinimiserSet(

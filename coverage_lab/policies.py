@@ -67,9 +67,26 @@ def from_table(init: Callable[[jax.Array], Params], table: Callable[[Params], ja
         return logp_XxY.reshape(-1)[x_B * logp_XxY.shape[-1] + y_B]  # a flat gather: cheaper under vmap
 
     def sample(params, key, x_B, k):
-        return categorical(key, table(params), k, rows=x_B)
+        V.key("key", key)
+        V.integer("k", k, minimum=1)
+        V.index_array("x_B", x_B)
+        logp_XxY = table(params)
+        V.indices("x_B", x_B, logp_XxY.shape[-2], "the number of prompts")
+        return categorical(key, logp_XxY, k, rows=x_B)
 
     return Policy(init, log_probs, sample, table)
+
+
+def _checked(table: Callable, shape: tuple) -> Callable:
+    """``table`` refusing parameters of another shape (static: inside ``jit`` too) or, when concrete, holding NaN or
+    ``+inf``: JAX would broadcast or clamp the first and return NaN log-probabilities for the second."""
+
+    def checked(params):
+        V.shape("params", params, shape)
+        V.no_nan_leaves("params", params)
+        return table(params)
+
+    return checked
 
 
 def tabular_softmax(env: TabularBandit | LinearBandit) -> Policy:
@@ -79,7 +96,8 @@ def tabular_softmax(env: TabularBandit | LinearBandit) -> Policy:
     if V.is_concrete(pi_ref_XxY):  # a traced table is float32 already
         V.float32_masses("pi_ref_XxY", np.asarray(pi_ref_XxY, np.float64))
     log_pi_ref_XxY = jnp.log(jnp.asarray(pi_ref_XxY, jnp.float32))
-    return from_table(lambda key: log_pi_ref_XxY, lambda logits: jax.nn.log_softmax(logits, axis=-1))
+    table = _checked(lambda logits: jax.nn.log_softmax(logits, axis=-1), log_pi_ref_XxY.shape)
+    return from_table(lambda key: log_pi_ref_XxY, table)
 
 
 def log_linear(env: LinearBandit) -> Policy:
@@ -88,7 +106,8 @@ def log_linear(env: LinearBandit) -> Policy:
         raise ValueError(f"env must be a LinearBandit for a log-linear policy, got {type(env).__name__}")
     phi_XxYxD = jnp.asarray(env.phi_XxYxD, jnp.float32)
     theta_ref_D = jnp.asarray(env.theta_ref_D, jnp.float32)
-    return from_table(lambda key: theta_ref_D, lambda theta: jax.nn.log_softmax(phi_XxYxD @ theta, axis=-1))
+    table = _checked(lambda theta: jax.nn.log_softmax(phi_XxYxD @ theta, axis=-1), theta_ref_D.shape)
+    return from_table(lambda key: theta_ref_D, table)
 
 
 def default_policy(env: TabularBandit | LinearBandit) -> Policy:

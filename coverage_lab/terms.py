@@ -47,6 +47,7 @@ class Context(NamedTuple):
 def weighted(loss_B, weight_B):
     """``sum_B weight_B loss_B``: an objective's loss from per-example losses and the batch's weights (they sum to
     1: ``1/n`` for sampled pairs, ``rho mu_pair P`` for the exact batch)."""
+    V.same_shape(loss_B=loss_B, weight_B=weight_B)
     return jnp.sum(weight_B * loss_B)
 
 
@@ -133,6 +134,10 @@ def on_policy(ctx: Context, params, batch: Batch, key, k: int, cost_fn, *, behav
     (then ``t`` is the behaviour policy's, as when the rewards were computed at rollout time).
     """
     x_P, w_P = batch.prompt_x_P, batch.prompt_w_P
+    if ctx.exact and ctx.policy.table is None:
+        raise ValueError("ctx.exact needs a policy over an enumerable response set (policy.table is None)")
+    if not ctx.exact:
+        V.integer("k", k, minimum=2)  # a leave-one-out baseline needs another sample
     if ctx.exact:
         logp_PxY = ctx.policy.table(params)[x_P]
         ref_PxY = sg(ctx.policy.table(ctx.ref_params)[x_P])

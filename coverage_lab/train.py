@@ -16,7 +16,7 @@ import optax
 
 from coverage_lab import _validate as V
 from coverage_lab._sampling import fold_in
-from coverage_lab.data import Batch, check_batch, minibatch_indices, take
+from coverage_lab.data import Batch, check_weights, minibatch_indices, take
 
 Objective = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict]]
 
@@ -97,7 +97,7 @@ def fit(
     """
     if not callable(objective):
         raise ValueError(f"objective must be a function (params, batch, key) -> (loss, metrics), got {objective!r}")
-    check_batch(data)
+    check_weights(data)
     V.key("key", key)
     V.no_nan_leaves("params", params)
     check_optimizer(optimizer)

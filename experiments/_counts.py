@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from coverage_lab import _validate as V
 from coverage_lab import algorithms, bandits, coverage, jit
 from coverage_lab import data as D
 from coverage_lab.policies import default_policy
@@ -44,6 +45,11 @@ def sample_counts(env, mu_XxY, n_pairs, keys) -> np.ndarray:
     """Counts ``c[b, x, a, b']`` of ``n_pairs[b]`` labelled pairs from ``mu`` (one table, or one per run) drawn
     with ``keys[b]``, as ``Multinomial(N, labelled_pair_probs)``: the distribution of the counts of
     ``data.sample_pairs`` without drawing N rows. One compiled program for every N. Shape (B, X, Y, Y)."""
+    n_pairs = V.array("n_pairs", n_pairs)
+    if n_pairs.shape != (len(keys),):
+        raise ValueError(f"n_pairs must hold one number per key ({len(keys)}), got shape {n_pairs.shape}")
+    if (n_pairs < 1).any() or (n_pairs != np.round(n_pairs)).any() or (n_pairs > D.MAX_COUNT).any():
+        raise ValueError(f"n_pairs must be whole numbers in [1, 2**24] (the counts are float32), got {n_pairs}")
     mus = list(mu_XxY) if isinstance(mu_XxY, list) else [mu_XxY] * len(keys)
     by_table = {id(mu): labelled_pair_probs(env, mu) for mu in mus}  # once per distinct table
     probs = np.stack([by_table[id(mu)] for mu in mus])

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
+from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
 from coverage_lab import jit, losses, plotting
 from coverage_lab.data import Batch
@@ -83,26 +84,53 @@ def problem(key) -> tuple[np.ndarray, np.ndarray]:
     return rng.dirichlet(np.ones(N_RESPONSES)), rng.normal(size=N_RESPONSES)
 
 
+def _problem(pi_ref_Y, r_Y):
+    pi_ref = V.prob_table("pi_ref_Y", pi_ref_Y, ndim=1)
+    if (pi_ref == 0).any():
+        raise ValueError("pi_ref_Y must be > 0 everywhere (the tilts keep its support)")
+    r = V.array("r_Y", r_Y, ndim=1)
+    V.same_shape(pi_ref_Y=pi_ref, r_Y=r)
+    return pi_ref, r
+
+
 def tilt(pi_ref_Y, r_Y, s: float) -> np.ndarray:
     """``pi_s ∝ pi_ref exp(s r)``."""
-    logits = np.log(pi_ref_Y) + s * r_Y
+    pi_ref, r = _problem(pi_ref_Y, r_Y)
+    logits = np.log(pi_ref) + V.number("s", s) * r
     p = np.exp(logits - logits.max())
     return p / p.sum()
 
 
 def kl(p_Y, q_Y) -> float:
-    """Exact ``KL(p || q)``, with ``0 log 0 = 0`` (a steep tilt underflows some of ``p`` to 0)."""
-    seen = p_Y > 0
-    return float(np.sum(p_Y[seen] * (np.log(p_Y[seen]) - np.log(q_Y[seen]))))
+    """Exact ``KL(p || q)``, with ``0 log 0 = 0`` (a steep tilt underflows some of ``p`` to 0); ``inf`` where ``p``
+    has mass and ``q`` none."""
+    p, q = V.prob_table("p_Y", p_Y, ndim=1), V.prob_table("q_Y", q_Y, ndim=1)
+    V.same_shape(p_Y=p, q_Y=q)
+    seen = p > 0
+    if (q[seen] == 0).any():
+        return float("inf")
+    return float(np.sum(p[seen] * (np.log(p[seen]) - np.log(q[seen]))))
+
+
+def kl_limit(pi_ref_Y, r_Y) -> float:
+    """The KL the tilts approach as ``s -> inf`` (all mass on the argmax of ``r``): ``-log pi_ref(argmax r)``, the
+    supremum of what :func:`tilt_for` can reach (``0`` for a constant ``r``)."""
+    pi_ref, r = _problem(pi_ref_Y, r_Y)
+    return float(np.log(1.0 / pi_ref[r == r.max()].sum()))
 
 
 def tilt_for(pi_ref_Y, r_Y, target: float) -> np.ndarray:
-    """The tilted policy whose exact KL to ``pi_ref`` is ``target`` (brentq on ``s >= 0``)."""
-    f = lambda s: kl(tilt(pi_ref_Y, r_Y, s), pi_ref_Y) - target  # noqa: E731
+    """The tilted policy whose exact KL to ``pi_ref`` is ``target`` (brentq on ``s >= 0``); ``target`` must lie in
+    ``[0, kl_limit(pi_ref_Y, r_Y))``."""
+    pi_ref, r = _problem(pi_ref_Y, r_Y)
+    limit = kl_limit(pi_ref, r)
+    if not 0 <= V.number("target", target) < limit:
+        raise ValueError(f"target must be in [0, {limit:.6g}) (kl_limit: the KL of all mass on argmax r), got {target}")
+    f = lambda s: kl(tilt(pi_ref, r, s), pi_ref) - target  # noqa: E731
     hi = 1.0
-    while f(hi) < 0:
+    while f(hi) < 0:  # ends: f increases to kl_limit - target > 0
         hi *= 2.0
-    return tilt(pi_ref_Y, r_Y, optimize.brentq(f, 0.0, hi, xtol=1e-12))
+    return tilt(pi_ref, r, optimize.brentq(f, 0.0, hi, xtol=1e-12))
 
 
 def _rows(algorithm, seed, step, values: dict) -> list[dict]:
@@ -114,8 +142,7 @@ def run_estimators(setting: dict, key) -> pd.DataFrame:
     """Bias and spread of k1/k2/k3 over a grid of exact KLs; ``step`` indexes the tilt."""
     k_problem, k_sample = jax.random.split(key)
     pi_ref, r = problem(k_problem)
-    kl_sup = float(np.log(1.0 / pi_ref[np.argmax(r)]))
-    targets = np.geomspace(0.01, 0.8 * kl_sup, N_TILTS)
+    targets = np.geomspace(0.01, 0.8 * kl_limit(pi_ref, r), N_TILTS)
     n, seeds = setting["n_samples"], setting.get("seeds", 10)
     rng = np.random.default_rng(np.asarray(jax.random.key_data(k_sample)))
     rows = []

@@ -66,8 +66,12 @@ def _rows(algorithm: str, metric: str, value, step: int = 0, **cols) -> dict:
 
 def dpo_population_loss(logp_XxY, batch: data.Batch, ref_logp_XxY, beta: float) -> float:
     """The DPO population loss of a policy table: ``sum_i w_i * losses.dpo(...)`` over an exact batch."""
+    data.check_weights(batch, "batch")
+    shape = V.log_prob_table("logp_XxY", logp_XxY).shape
+    V.log_prob_table("ref_logp_XxY", ref_logp_XxY)
+    V.same_shape(logp_XxY=logp_XxY, ref_logp_XxY=ref_logp_XxY)
+    x, w, l = data.pair_indices(batch, *shape)
     lp, ref = jnp.asarray(logp_XxY, jnp.float32), jnp.asarray(ref_logp_XxY, jnp.float32)
-    x, w, l = batch.x_B, batch.y_w_B, batch.y_l_B
     per_pair = losses.dpo(lp[x, w], lp[x, l], ref[x, w], ref[x, l], beta)
     return float(jnp.sum(batch.weight_B * per_pair))
 

@@ -91,12 +91,27 @@ def instance(key) -> tuple[bandits.LinearBandit, np.ndarray]:
 
 
 def validation_loss(logp_NxXxY, env, mu_XxY, beta) -> np.ndarray:
-    """Population DPO loss on ``mu ⊗ mu`` pairs with Bradley–Terry labels, per policy: (N,)."""
+    """Population DPO loss on ``mu ⊗ mu`` pairs with Bradley–Terry labels, per policy: (N,). Pairs ``mu`` never
+    draws count for nothing, whatever mass the policy gives them (``-inf`` log-probabilities included)."""
     rho, pi_ref, reward = (np.asarray(a, np.float64) for a in (env.rho_X, env.pi_ref_XxY, env.reward_XxY))
-    d = np.asarray(logp_NxXxY, np.float64) - np.log(pi_ref)
-    margin = beta * (d[..., :, None] - d[..., None, :])  # (N, X, Y, Y): a over b
+    d = _log_ratios(logp_NxXxY, pi_ref, beta)
+    with np.errstate(invalid="ignore"):
+        margin = beta * (d[..., :, None] - d[..., None, :])  # (N, X, Y, Y): a over b
     w = rho[:, None, None] * C.pair_table(mu_XxY) * bandits.preference_table(reward)  # drawn (a, b), a wins
-    return 2.0 * np.einsum("xab,nxab->n", w, np.logaddexp(0.0, -margin))
+    drawn = np.broadcast_to(w > 0, margin.shape)
+    if np.isnan(margin[drawn]).any():
+        raise ValueError("logp_NxXxY gives no mass to both responses of a pair mu draws: its DPO loss is undefined")
+    return 2.0 * np.einsum("xab,nxab->n", w, np.where(drawn, np.logaddexp(0.0, -margin), 0.0))
+
+
+def _log_ratios(logp_NxXxY, pi_ref, beta):
+    """``log pi - log pi_ref`` per policy, after checking the tables and ``beta``."""
+    V.positive("beta", beta)
+    logp = V.log_prob_table("logp_NxXxY", logp_NxXxY)
+    if logp.ndim != 3 or logp.shape[1:] != pi_ref.shape:
+        raise ValueError(f"logp_NxXxY must have shape (N, {pi_ref.shape[0]}, {pi_ref.shape[1]}), got {logp.shape}")
+    with np.errstate(divide="ignore"):
+        return logp - np.log(pi_ref)
 
 
 def heldout_pairs(env, mu_XxY, key) -> D.Batch:
@@ -109,7 +124,7 @@ def heldout_loss(logp_NxXxY, env, pairs: D.Batch, beta) -> np.ndarray:
     """The DPO loss on held-out labelled pairs, ``sum_i w_i softplus(-beta (d(y_w) - d(y_l)))`` with
     ``d = log pi - log pi_ref``, per policy: (N,). Its expectation over the draw is :func:`validation_loss`."""
     x, y_w, y_l, w = (np.asarray(a) for a in (pairs.x_B, pairs.y_w_B, pairs.y_l_B, pairs.weight_B))
-    d = np.asarray(logp_NxXxY, np.float64) - np.log(np.asarray(env.pi_ref_XxY, np.float64))
+    d = _log_ratios(logp_NxXxY, np.asarray(env.pi_ref_XxY, np.float64), beta)
     return np.logaddexp(0.0, -beta * (d[:, x, y_w] - d[:, x, y_l])) @ w.astype(np.float64)
 
 

@@ -95,7 +95,10 @@ PLOT_COLUMNS = (
 
 def make_instance(family: str, i: int, r_max: float):
     """Instance ``i`` of a family: a random tabular bandit, or a random linear one with reward range ``r_max``."""
-    key = jax.random.key(1000 + i)
+    if family not in ("tabular", "linear"):
+        raise ValueError(f"family must be 'tabular' or 'linear', got {family!r}")
+    V.positive("r_max", r_max)
+    key = jax.random.key(1000 + V.integer("i", i, minimum=0))
     if family == "tabular":
         return bandits.random_tabular(key, *SHAPE, r_max=r_max)
     env = bandits.random_linear(key, *SHAPE, DIM)

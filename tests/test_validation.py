@@ -31,6 +31,11 @@ from coverage_lab.transformer import policy as TP
 from coverage_lab.transformer import run as TR
 from coverage_lab.transformer import sizes as TS
 from coverage_lab.transformer import task as TT
+from experiments import _counts as CNT
+from experiments import kl_estimators as KE
+from experiments import lower_bound as LB
+from experiments import reverse_kl as RK
+from experiments import separation_map as SM
 
 GOOD_REF = np.array([[0.5, 0.3, 0.2]])
 GOOD_R = np.array([[1.0, 0.0, 0.5]])
@@ -98,6 +103,31 @@ def _softmax_logp(x_B, y_B):
 def _rm_rewards(x_B, y_B):
     rm = policies.bounded_reward_model(env, 1.0)
     return rm.rewards(rm.init(KEY), x_B, y_B)
+
+
+TAB, LOGLIN = (
+    policies.tabular_softmax(env),
+    policies.log_linear(bandits.LinearBandit(ONE, PHI, np.zeros(2), np.zeros(2))),
+)
+X1 = jnp.array([0])
+
+
+def _dpo_fit(pairs):
+    return cl.fitting.train_policy(TAB, A.dpo(0.1), pairs, {"beta": 0.1}, KEY, **POLICY_OPTS)
+
+
+def _online_fit(pref):
+    alg = A.online_dpo(online_fraction=0.5)
+    return cl.fitting.train_policy(TAB, alg, PAIRS, alg.hparams, KEY, pref_XxYxY=pref, **POLICY_OPTS)
+
+
+def _ctx(exact, policy=TAB):
+    return A.Context(policy, TAB.init(KEY), exact)
+
+
+_RK_ENV, _RK_MU = RK.instance(jax.random.key(1))
+_RK_LOGP = np.log(np.asarray(_RK_ENV.pi_ref_XxY, np.float64))[None]
+_RK_PAIRS = RK.heldout_pairs(_RK_ENV, _RK_MU, KEY)
 
 
 CASES = [
@@ -441,6 +471,54 @@ CASES = [
         "objective",
     ),
     ("compile cache of True", lambda: cli.use_compile_cache(True), "directory"),
+    # found by an audit of the public functions (2026-11-30): each of these returned NaN, a wrong value or a bare error
+    ("tilt target out of reach", lambda: KE.tilt_for(np.array([0.5, 0.5]), np.array([1.0, 0.0]), 5.0), "target"),
+    ("tilt of a constant reward", lambda: KE.tilt_for(np.array([0.5, 0.5]), np.ones(2), 0.3), "target"),
+    ("kl of unnormalised p", lambda: KE.kl(np.array([0.5, 0.7]), np.array([0.5, 0.5])), "p_Y"),
+    ("minimiser set, beta overflowing", lambda: minimisers.minimiser_set(*MIN_SET[:4], GOOD_R, 1e-310), "beta"),
+    ("tabular sample, prompt out of range", lambda: TAB.sample(TAB.init(KEY), KEY, jnp.array([7]), 4), "x_B"),
+    ("tabular sample, k = 0", lambda: TAB.sample(TAB.init(KEY), KEY, jnp.array([0]), 0), "k"),
+    ("tabular sample, int key", lambda: TAB.sample(TAB.init(KEY), 0, jnp.array([0]), 2), "key"),
+    ("tabular log-probs, NaN params", lambda: TAB.log_probs(jnp.full((1, 3), jnp.nan), X1, X1), "params"),
+    ("tabular log-probs, params of another shape", lambda: TAB.log_probs(jnp.zeros((2, 2)), X1, X1), "params"),
+    ("log-linear table, theta of another size", lambda: LOGLIN.table(jnp.zeros(3)), "params"),
+    ("fit, negative weights", lambda: _dpo_fit(PAIRS._replace(weight_B=-PAIRS.weight_B)), "weight_B"),
+    ("fit, NaN weights", lambda: _dpo_fit(PAIRS._replace(weight_B=PAIRS.weight_B * np.nan)), "weight_B"),
+    ("fit, weights summing to 5", lambda: _dpo_fit(PAIRS._replace(weight_B=PAIRS.weight_B * 5)), "weight_B"),
+    ("fit, one weight short", lambda: _dpo_fit(PAIRS._replace(weight_B=PAIRS.weight_B[1:])), "weight_B"),
+    ("online DPO, no preference table", lambda: _online_fit(None), "pref_XxYxY"),
+    ("online DPO, table of another shape", lambda: _online_fit(jnp.full((1, 2, 2), 0.5)), "pref_XxYxY"),
+    ("online DPO, probabilities above 1", lambda: _online_fit(jnp.full((1, 3, 3), 5.0)), "pref_XxYxY"),
+    ("online DPO, not a table", lambda: _online_fit(5), "pref_XxYxY"),
+    (
+        "transformer run, learning rate past float32",
+        lambda: TR.simulate("toy", A.dpo(0.1), key=KEY, learning_rate=1e39),
+        "learning_rate",
+    ),
+    ("token task, r_max past float32", lambda: TT.TaskConfig(r_max=1e39), "r_max"),
+    ("transformer sample, infinite temperature", lambda: _toy_sample(temperature=np.inf), "temperature"),
+    ("validation loss, negative beta", lambda: RK.validation_loss(_RK_LOGP, _RK_ENV, _RK_MU, -0.5), "beta"),
+    ("held-out loss, NaN beta", lambda: RK.heldout_loss(_RK_LOGP, _RK_ENV, _RK_PAIRS, np.nan), "beta"),
+    (
+        "validation loss, a table of another shape",
+        lambda: RK.validation_loss(_RK_LOGP[:, :, :2], _RK_ENV, _RK_MU, 0.5),
+        "logp_NxXxY",
+    ),
+    (
+        "lower bound loss, table smaller than the batch",
+        lambda: LB.dpo_population_loss(np.zeros((1, 1)), PAIRS, np.zeros((1, 1)), 0.1),
+        "data.y_w_B",
+    ),
+    ("separation map, unknown family", lambda: SM.make_instance("foo", 0, 1.0), "family"),
+    ("pair counts past float32's exact range", lambda: CNT.sample_counts(env, mu, [2**25], [KEY]), "n_pairs"),
+    ("pair counts, negative", lambda: CNT.sample_counts(env, mu, [-5], [KEY]), "n_pairs"),
+    ("on-policy term, k = 1", lambda: A.on_policy(_ctx(False), TAB.init(KEY), PAIRS, KEY, 1, lambda x, y, t: t), "k"),
+    (
+        "on-policy term, exact without a table",
+        lambda: A.on_policy(_ctx(True, NO_TABLE), TAB.init(KEY), PAIRS, KEY, 2, lambda x, y, t: t),
+        "table",
+    ),
+    ("weighted, mismatched shapes", lambda: A.weighted(jnp.ones(3), jnp.ones(2)), "weight_B"),
 ]
 
 
@@ -594,3 +672,20 @@ def test_a_log_linear_pi_ref_below_float32s_smallest_mass_still_simulates():
         env, A.dpo(0.1), mu=np.full((1, 3), 1 / 3), n_pairs=None, steps=20, seeds=1, key=KEY, metrics=["kl"]
     )
     assert np.isfinite(df["value"]).all()
+
+
+def test_ppo_clip_with_an_overflowing_ratio_and_no_advantage_is_finite():
+    """exp(100) overflows float32; a sample whose advantage is 0 must still add 0 to the loss and its gradient."""
+    logp, behaviour, adv = jnp.array([[0.0, -1.0]]), jnp.array([[-100.0, -1.0]]), jnp.array([[0.0, 1.0]])
+    loss, grad = jax.value_and_grad(lambda lp: losses.ppo_clip(lp, behaviour, adv, 0.2).sum())(logp)
+    assert loss == pytest.approx(-0.5) and np.isfinite(grad).all() and grad[0, 0] == 0.0
+    assert losses.ppo_clip(logp, behaviour, jnp.array([[-1.0, 1.0]]), 0.2)[0] == np.inf  # unbounded, not NaN
+
+
+def test_validation_loss_of_a_policy_without_mass_where_mu_has_none_is_finite():
+    """Pairs mu never draws count for nothing, so -inf log-probabilities there (0 x NaN before) leave it finite."""
+    pi = np.where(_RK_MU > 0, np.asarray(_RK_ENV.pi_ref_XxY, np.float64), 0.0)
+    with np.errstate(divide="ignore"):
+        logp = np.log(pi / pi.sum(-1, keepdims=True))[None]
+    loss = RK.validation_loss(logp, _RK_ENV, _RK_MU, 0.5)
+    assert np.isfinite(loss).all() and loss[0] > 0

@@ -78,11 +78,11 @@ def check_key(key):
 
 
 def check_temperature(temperature):
-    """Checks a sampling temperature: a number > 0 whose inverse is finite in float32 (tracers pass)."""
+    """Checks a sampling temperature: a finite number > 0 whose inverse is finite in float32 (tracers pass)."""
     if isinstance(temperature, jax.core.Tracer):
         return
-    if isinstance(temperature, (bool, str)) or np.ndim(temperature) != 0 or not float(temperature) > 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if isinstance(temperature, (bool, str)) or np.ndim(temperature) != 0 or not 0 < float(temperature) < np.inf:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     with np.errstate(over="ignore", divide="ignore"):
         if not np.isfinite(np.float32(1.0) / np.float32(temperature)):
             raise ValueError(f"temperature ({temperature:g}) is too small: 1/temperature overflows float32")

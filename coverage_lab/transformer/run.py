@@ -133,7 +133,7 @@ def simulate_many(
     opt = {k: getattr(size, k) if v is None else V.integer(k, v, minimum=1) for k, v in opt.items()}
     if opt["steps"] % opt["log_every"]:
         raise ValueError(f"log_every ({opt['log_every']}) must divide steps ({opt['steps']})")
-    lr = float(V.positive("learning_rate", size.learning_rate if learning_rate is None else learning_rate))
+    lr = float(V.float32_scale("learning_rate", size.learning_rate if learning_rate is None else learning_rate))
     V.temperature("label_temperature", label_temperature)
     seed_ids = V.seed_ids(seeds)
     mu_logp = jnp.asarray(T.mu_token_logp(task, mu_rare), jnp.float32)

@@ -64,8 +64,8 @@ class Size:
         for name in ("reward_steps", "eval_samples", "log_every"):
             V.integer(name, getattr(self, name), minimum=1)
         V.integer("k", self.k, minimum=2)
-        V.positive("ref_learning_rate", self.ref_learning_rate)
-        V.positive("learning_rate", self.learning_rate)
+        V.float32_scale("ref_learning_rate", self.ref_learning_rate)
+        V.float32_scale("learning_rate", self.learning_rate)
         if self.steps % self.log_every:
             raise ValueError(f"log_every ({self.log_every}) must divide steps ({self.steps})")
 

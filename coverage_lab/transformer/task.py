@@ -54,7 +54,7 @@ class TaskConfig:
             V.integer(name, getattr(self, name), minimum=1)
         for name in ("n_rare_good", "n_rare_bad", "seed"):
             V.integer(name, getattr(self, name), minimum=0)
-        V.positive("r_max", self.r_max)
+        V.float32_scale("r_max", self.r_max)
         V.nonnegative("rare_prob", self.rare_prob)
         if self.rare_prob * (self.n_rare_good + self.n_rare_bad) >= 1:
             raise ValueError(f"rare_prob ({self.rare_prob}) times the number of rare tokens must be < 1")
