@@ -36,9 +36,12 @@ def no_nan_leaves(name: str, tree) -> None:
 def array(name: str, x, *, ndim: int | None = None, finite: bool = True) -> np.ndarray:
     """``x`` as a float64 numpy array; checks its rank and that it holds no NaN (nor inf if ``finite``)."""
     try:
-        a = np.asarray(x, dtype=np.float64)
+        raw = np.asarray(x)
+        a = raw.astype(np.float64, copy=False)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__}") from err
+    if raw.dtype == np.bool_:  # True would silently read as 1.0
+        raise ValueError(f"{name} must be an array of numbers, got booleans")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {a.shape}")
     if np.isnan(a).any():
@@ -74,6 +77,8 @@ def prob_rows(name: str, p, expected: tuple | None = None, *, unseen_ok: bool = 
     """A probability table (X, Y), of shape ``expected`` if given; with ``unseen_ok`` a row may be all zero (a
     prompt absent from a dataset)."""
     a = array(name, p, ndim=2) if unseen_ok else prob_table(name, p, ndim=2)
+    if a.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one response (column), got shape {a.shape}")
     if expected is not None:
         shape(name, a, expected)
     s = a.sum(-1)

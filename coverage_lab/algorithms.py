@@ -68,6 +68,9 @@ class Algorithm:
     options: tuple = ()
 
     def __post_init__(self):
+        if not callable(self.make):
+            raise ValueError(f"make must be a function (algorithm, ctx, hparams) -> objective, got {self.make!r}")
+        V.integer("k", self.k, minimum=0)
         check_hparams(self, self.hparams, where=f"{self.name}'s hparams")
 
     def init(self, policy_params, hparams=None):
@@ -115,6 +118,9 @@ def check_hparams(algorithm: Algorithm, hp: Mapping, *, where: str = "hp") -> No
     missing = sorted(set(algorithm.hparams) - set(hp))
     if missing:
         raise ValueError(f"{where} lacks {algorithm.name}'s hyper-parameters {missing}")
+    unknown = sorted(set(hp) - set(algorithm.hparams))
+    if unknown:
+        raise ValueError(f"{where} has names {unknown} that are not {algorithm.name}'s hyper-parameters")
     constrained = dict(algorithm.options).get("constrained", False)
     for name, v in hp.items():
         if not V.is_concrete(v):

@@ -110,8 +110,8 @@ class LinearBandit:
         phi = V.array("phi_XxYxD", self.phi_XxYxD)
         theta_star = V.array("theta_star_D", self.theta_star_D)
         theta_ref = V.array("theta_ref_D", self.theta_ref_D)
-        if phi.ndim < 3:
-            raise ValueError(f"phi_XxYxD must have shape (X, Y, D), got {phi.shape}")
+        if phi.ndim < 3 or 0 in phi.shape[-2:]:
+            raise ValueError(f"phi_XxYxD must have shape (X, Y, D) with Y, D >= 1, got {phi.shape}")
         if rho.shape != phi.shape[:-2]:
             raise ValueError(f"rho_X has shape {rho.shape}, but phi_XxYxD has {phi.shape[-3]} prompts")
         logits = {}

@@ -183,9 +183,16 @@ def check_preferences(pref_XxYxY, name: str = "pref_XxYxY") -> np.ndarray:
 
 
 def check_batch(data, name: str = "data") -> None:
-    """Raises a ValueError naming ``name`` unless ``data`` is a :class:`Batch`."""
+    """Raises a ValueError naming ``name`` unless ``data`` is a :class:`Batch` with one entry per pair in each pair
+    field and one per on-policy prompt in ``prompt_w_P`` (shapes are static: this holds inside ``jit`` too; JAX
+    would clamp or broadcast a field of another length)."""
     if not isinstance(data, Batch):
         raise ValueError(f"{name} must be a data.Batch, got {type(data).__name__}")
+    for field in ("y_w_B", "y_l_B", "weight_B", "mu_w_B", "mu_l_B", "ref_w_B", "ref_l_B", "prompt_w_P"):
+        value, rows = getattr(data, field), ("prompt_x_P" if field == "prompt_w_P" else "x_B")
+        want = np.shape(getattr(data, rows))[:1]
+        if value is not None and np.shape(value)[:1] != want:
+            raise ValueError(f"{name}.{field} has {np.shape(value)[:1]} rows where {name}.{rows} has {want}")
 
 
 def check_weights(data: Batch, name: str = "data") -> None:

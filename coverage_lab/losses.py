@@ -130,10 +130,16 @@ def kl_k3(logp_B, ref_logp_B):
     return jnp.expm1(-t) + t
 
 
+LOGP_SLACK = 1e-3  # a log-probability above 0 by more than float rounding is not one
+
+
 def _kl_inputs(logp_B, ref_logp_B):
     lp, rp = _same_shape(logp_B=logp_B, ref_logp_B=ref_logp_B)
     _check_finite("logp_B", lp)
     _check_finite("ref_logp_B", rp, allow="-inf")
+    for name, a in (("logp_B", lp), ("ref_logp_B", rp)):
+        if V.is_concrete(a) and a.size and np.max(jax.device_get(a)) > LOGP_SLACK:
+            raise ValueError(f"{name} must hold log-probabilities (<= 0), got {np.max(jax.device_get(a)):.6g}")
     return lp, rp
 
 

@@ -212,14 +212,7 @@ def simulate(
       A tidy DataFrame: ``algorithm``, ``seed``, ``step``, ``metric``, ``value``, ``n_pairs`` (NaN when exact) and
       one column per hyper-parameter of the algorithm.
     """
-    if isinstance(metrics, str):
-        raise ValueError(f"metrics must be a sequence of names, got the string {metrics!r} (write [{metrics!r}])")
-    names = M.NAMES if metrics is None else tuple(metrics)
-    if not names:
-        raise ValueError("metrics must name at least one metric (None: all of metrics.NAMES)")
-    unknown = sorted(set(names) - set(M.NAMES))
-    if unknown:
-        raise ValueError(f"metrics has unknown names {unknown}; known: {list(M.NAMES)}")
+    names = _metric_names(metrics)
     algorithms = _sweep_values(algorithm)
     betas = [beta if beta is not None else a.hparams.get("beta", a.hparams.get("tau")) for a in algorithms]
     betas = [V.positive("beta", b) for b in betas]
@@ -308,12 +301,28 @@ def _run(keys, env, exact_data, pair, pref, hp, **static):
     return jax.vmap(run, in_axes=(0, None, None, None, None, 0))(keys, env, exact_data, pair, pref, hp)
 
 
+def _metric_names(metrics) -> tuple:
+    """``metrics`` as a tuple of known metric names (None: all of ``metrics.NAMES``)."""
+    if isinstance(metrics, str):
+        raise ValueError(f"metrics must be a sequence of names, got the string {metrics!r} (write [{metrics!r}])")
+    names = M.NAMES if metrics is None else tuple(metrics)
+    if not names:
+        raise ValueError("metrics must name at least one metric (None: all of metrics.NAMES)")
+    unknown = sorted(set(names) - set(M.NAMES))
+    if unknown:
+        raise ValueError(f"metrics has unknown names {unknown}; known: {list(M.NAMES)}")
+    return names
+
+
 def tidy(
     r: Run, env, algorithm: A.Algorithm, *, mu, beta: float, n_pairs: int | None, metrics=M.NAMES, kl_samples: int = 64
 ) -> pd.DataFrame:
     """The tidy table of :func:`simulate` from a :class:`Run` (for callers that also need the raw tables)."""
+    names = _metric_names(metrics)
+    if not isinstance(r, Run):
+        raise ValueError(f"r must be a simulation.Run (from run_compiled), got {type(r).__name__}")
     logs, data, seed_ids, keys = r
-    mu, names = np.asarray(mu, np.float64), tuple(metrics)
+    mu = np.asarray(mu, np.float64)
     steps = np.asarray(logs["step"])[0]
     frames = []
     for i, seed in enumerate(seed_ids):

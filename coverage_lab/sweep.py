@@ -20,6 +20,8 @@ import pandas as pd
 
 def setting_id(setting: dict) -> str:
     """A stable text id of a setting (its items as sorted JSON)."""
+    if not isinstance(setting, dict):
+        raise ValueError(f"setting must be a dict of plain values, got {type(setting).__name__}")
     try:
         return json.dumps(setting, sort_keys=True, default=str)
     except TypeError as err:

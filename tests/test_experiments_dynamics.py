@@ -270,7 +270,8 @@ def test_kl_estimators_exact_forms_are_the_losses_and_kl_takes_underflow():
 
     t = np.linspace(-5.0, 5.0, 41)
     for name, fn in m.ESTIMATORS.items():
-        got = np.asarray(fn(jnp.asarray(t, jnp.float32), jnp.zeros(t.size, jnp.float32)), np.float64)
+        # log-probabilities (<= 0) whose log-ratio is t
+        got = np.asarray(fn(jnp.asarray(t - 5.0, jnp.float32), jnp.full(t.size, -5.0, jnp.float32)), np.float64)
         np.testing.assert_allclose(got, m.EXACT_FORMS[name](t), rtol=1e-5, atol=1e-5)
     assert m.ESTIMATORS == {"k1": losses.kl_k1, "k2": losses.kl_k2, "k3": losses.kl_k3}
     pi_ref = np.array([0.5, 0.5 - 1e-12, 1e-12])

@@ -64,8 +64,9 @@ def test_losses_finite_at_extreme_inputs(big):
         losses.dpo(x, -x, z, z, 10.0),
         losses.ipo(x, -x, z, z, 0.01),
         losses.bt(x, -x),
-        losses.kl_k1(x, z),
-        losses.kl_k2(x, z),
+        losses.kl_k1(-abs(x), z),  # log-probabilities are <= 0
+        losses.kl_k2(-abs(x), z),
+        losses.kl_k3(z, -abs(x)),
         losses.rloo(x[None], x[None]),
     ):
         assert np.isfinite(np.asarray(out)).all()

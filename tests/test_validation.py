@@ -519,6 +519,35 @@ CASES = [
         "table",
     ),
     ("weighted, mismatched shapes", lambda: A.weighted(jnp.ones(3), jnp.ones(2)), "weight_B"),
+    ("k1 of a positive log-probability", lambda: losses.kl_k1(np.array([3.0]), np.array([-1.0])), "logp_B"),
+    ("k3 of a huge reference log-probability", lambda: losses.kl_k3(np.array([-3e38]), np.array([3e38])), "ref_logp_B"),
+    (
+        "boolean arrays as numbers",
+        lambda: coverage.single_policy_coverage([[True, False]], [[True, False]], [True]),
+        "must be an array of numbers",
+    ),
+    ("coverage of zero responses", lambda: coverage.global_coverage(np.zeros((2, 0)), [0.5, 0.5]), "mu_XxY"),
+    (
+        "linear bandit of zero responses",
+        lambda: bandits.LinearBandit(ONE, np.ones((1, 0, 2)), np.ones(2), np.zeros(2)),
+        "phi_XxYxD",
+    ),
+    (
+        "batch with a weight short",
+        lambda: data.take(PAIRS._replace(weight_B=PAIRS.weight_B[1:]), np.array([0])),
+        "data.weight_B",
+    ),
+    (
+        "tidy of an unknown metric",
+        lambda: cl.simulation.tidy(None, env, A.dpo(0.1), mu=mu, beta=0.1, n_pairs=None, metrics=["foo"]),
+        "metrics",
+    ),
+    ("task of a dict", lambda: TT.make_task({"n_prompts": 2}), "config"),
+    ("parameter count of a string", lambda: TM.n_params("abc"), "params"),
+    ("hyper-parameters with a misspelt name", lambda: A.check_hparams(A.dpo(0.1), {"beta": 0.1, "betta": -5}), "betta"),
+    ("algorithm with k < 0", lambda: A.Algorithm("x", A.dpo(0.1).make, k=-3), "k"),
+    ("algorithm with no builder", lambda: A.Algorithm("x", 5), "make"),
+    ("setting id of a list", lambda: sweep.setting_id([1, 2]), "setting"),
 ]
 
 

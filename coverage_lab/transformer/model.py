@@ -276,5 +276,8 @@ def sample(params, key, prompt_BxP, config: Config, *, length: int, temperature:
 
 
 def n_params(params) -> int:
-    """Number of scalar parameters in a pytree."""
-    return sum(int(x.size) for x in jax.tree.leaves(params))
+    """Number of scalar parameters in a pytree of arrays."""
+    leaves = jax.tree.leaves(params)
+    if not all(hasattr(x, "size") and hasattr(x, "dtype") for x in leaves):
+        raise ValueError(f"params must be a pytree of arrays, got {type(params).__name__}")
+    return sum(int(x.size) for x in leaves)

@@ -104,12 +104,15 @@ class Task:
         return self.n_responses <= ENUMERATION_LIMIT
 
 
-@functools.lru_cache(maxsize=32)
 def make_task(config: TaskConfig) -> Task:
-    """The task of ``config``: deterministic in ``config.seed``."""
+    """The task of ``config``: deterministic in ``config.seed`` (built once per configuration)."""
     if not isinstance(config, TaskConfig):
         raise ValueError(f"config must be a TaskConfig, got {type(config).__name__}")
-    c = config
+    return _make_task(config)
+
+
+@functools.lru_cache(maxsize=32)
+def _make_task(c: TaskConfig) -> Task:
     rng = np.random.default_rng(c.seed)
     n_rare = c.n_rare_good + c.n_rare_bad
     n_tokens = c.n_common + n_rare
