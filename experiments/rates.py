@@ -203,6 +203,7 @@ def _population_rows(name, steps, suboptimality, reward, reward_star, kl) -> pd.
 
 def curves(df: pd.DataFrame):
     """``(label key, algorithm, mix, frame)`` per curve, in plotting order (DPO by coverage, then RLHF, HyPO)."""
+    check_frame(df, ("algorithm", "mix"))
     order = {"dpo": 0, "ipo": 1, "rlhf": 2, "hypo": 3}
     groups = [(alg, mix, g) for (alg, mix), g in df.groupby(["algorithm", "mix"])]
     return sorted(groups, key=lambda t: (order.get(t[0], 9), -t[1]))
@@ -212,6 +213,7 @@ def slopes(df: pd.DataFrame, metric: str = "suboptimality") -> dict:
     """Fitted log-log slope ``(slope, lo, hi)`` of the seed mean of ``metric`` against N, per ``(algorithm, mix)``;
     the 95% interval is a bootstrap over seeds (``plotting.loglog_fit_seeds``), or with one seed per N the
     regression's interval on the means (``plotting.loglog_fit``)."""
+    check_frame(df, ("algorithm", "mix", "metric", "n_pairs", "value"))
     out = {}
     for alg, mix, g in curves(df):
         runs = g[(g["metric"] == metric) & g["n_pairs"].notna()]

@@ -184,7 +184,10 @@ def run(setting: dict, key) -> pd.DataFrame:
 
 def selected_lam(df: pd.DataFrame) -> float:
     """The ``lam`` whose HyPO run has the lowest final held-out DPO loss (median over the selection seeds)."""
+    check_frame(df, ("algorithm", "metric", "split", "step", "lam", "value"))
     h = df[(df["algorithm"] == "hypo") & (df["metric"] == "heldout_loss") & (df["split"] == "select")]
+    if h.empty:
+        raise ValueError("df has no held-out loss of HyPO on the selection seeds: nothing to select lam from")
     final = h[h["step"] == h["step"].max()].groupby("lam")["value"].median()
     return float(final.idxmin())
 

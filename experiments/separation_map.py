@@ -203,6 +203,7 @@ FLOOR = 1e-3  # values below this (e.g. a minimiser set that is the single point
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds per (family, instance, knob, algorithm, kind, metric), with the coefficients."""
+    check_frame(df, ("family", "instance", "knob", "algorithm", "kind", "metric", "value", "c_glo", "c_kl"))
     keys = ["family", "instance", "knob", "algorithm", "kind", "metric"]
     agg = {"value": ("value", "mean"), "c_glo": ("c_glo", "first"), "c_kl": ("c_kl", "first")}
     return df.groupby(keys, as_index=False).agg(**agg)

@@ -105,6 +105,7 @@ def run(setting: dict, key) -> pd.DataFrame:
 
 def kl_metric(df: pd.DataFrame) -> str:
     """``kl`` (exact) where the run has it, else ``kl_k1`` (Monte Carlo)."""
+    check_frame(df, ("metric",))
     return "kl" if (df["metric"] == "kl").any() else "kl_k1"
 
 

@@ -59,6 +59,8 @@ def final(df: pd.DataFrame) -> pd.DataFrame:
     check_frame(df, PLOT_COLUMNS)
     kl = kl_metric(df)
     keep = df[df["metric"].isin(["win_rate", "rm_score", "gold_reward", kl])].replace({"metric": {kl: "kl"}})
+    if keep.empty:
+        raise ValueError(f"df has none of the table's metrics (win_rate, rm_score, gold_reward, {kl})")
     last = keep[keep["step"] == keep.groupby("model_size")["step"].transform("max")]
     first_alg = keep["algorithm"].iloc[0]
     ref = keep[(keep["step"] == 0) & (keep["algorithm"] == first_alg)].assign(algorithm="reference")

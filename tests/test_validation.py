@@ -34,8 +34,11 @@ from coverage_lab.transformer import task as TT
 from experiments import _counts as CNT
 from experiments import kl_estimators as KE
 from experiments import lower_bound as LB
+from experiments import rates as RATES
 from experiments import reverse_kl as RK
 from experiments import separation_map as SM
+from experiments import transformer_reverse_kl as TRK
+from experiments import transformer_table as TTAB
 
 GOOD_REF = np.array([[0.5, 0.3, 0.2]])
 GOOD_R = np.array([[1.0, 0.0, 0.5]])
@@ -128,6 +131,10 @@ def _ctx(exact, policy=TAB):
 _RK_ENV, _RK_MU = RK.instance(jax.random.key(1))
 _RK_LOGP = np.log(np.asarray(_RK_ENV.pi_ref_XxY, np.float64))[None]
 _RK_PAIRS = RK.heldout_pairs(_RK_ENV, _RK_MU, KEY)
+
+
+_NO_HELDOUT = pd.DataFrame({c: [0] for c in RK.PLOT_COLUMNS}).assign(algorithm="dpo", metric="kl", split="report")
+_NO_TABLE_METRIC = pd.DataFrame({c: [0] for c in TTAB.PLOT_COLUMNS}).assign(algorithm="dpo", metric="loss")
 
 
 CASES = [
@@ -548,6 +555,15 @@ CASES = [
     ("algorithm with k < 0", lambda: A.Algorithm("x", A.dpo(0.1).make, k=-3), "k"),
     ("algorithm with no builder", lambda: A.Algorithm("x", 5), "make"),
     ("setting id of a list", lambda: sweep.setting_id([1, 2]), "setting"),
+    ("rates' slopes of a frame without columns", lambda: RATES.slopes(pd.DataFrame({"x": [1]})), "lacks the columns"),
+    (
+        "separation summary of a frame without columns",
+        lambda: SM.summary(pd.DataFrame({"x": [1]})),
+        "lacks the columns",
+    ),
+    ("lam selection without held-out rows", lambda: RK.selected_lam(_NO_HELDOUT), "held-out"),
+    ("KL metric of an empty frame", lambda: TRK.kl_metric(pd.DataFrame()), "lacks the columns"),
+    ("Table 1 of no table metric", lambda: TTAB.final(_NO_TABLE_METRIC), "table's metrics"),
 ]
 
 
