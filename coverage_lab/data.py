@@ -157,19 +157,22 @@ def sample_counts(key, weights_XxYxY, n):
     return jax.random.multinomial(key, jnp.asarray(n, jnp.float32), w.ravel()).reshape(w.shape)
 
 
-def pair_indices(data: Batch, n_prompts: int, n_responses: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pairs' ``(x, y_w, y_l)`` as numpy arrays, checked to index an ``(n_prompts, n_responses)`` table."""
+def pair_indices(
+    data: Batch, n_prompts: int, n_responses: int, *, name: str = "data"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs' ``(x, y_w, y_l)`` as numpy arrays, checked to index an ``(n_prompts, n_responses)`` table
+    (``name``: the batch's name in messages)."""
     n_prompts = V.integer("n_prompts", n_prompts, minimum=1)
     n_responses = V.integer("n_responses", n_responses, minimum=1)
-    check_batch(data)
-    x, w, l = (np.asarray(a) for a in (data.x_B, data.y_w_B, data.y_l_B))
-    for name, a in (("data.x_B", x), ("data.y_w_B", w), ("data.y_l_B", l)):
-        V.index_array(name, a, ndim=1)
-    V.same_shape(**{"data.x_B": x, "data.y_w_B": w, "data.y_l_B": l})
-    V.indices("data.x_B", x, n_prompts, "n_prompts")
-    V.indices("data.y_w_B", w, n_responses, "n_responses")
-    V.indices("data.y_l_B", l, n_responses, "n_responses")
-    return x, w, l
+    check_batch(data, name)
+    fields = {f"{name}.{f}": np.asarray(getattr(data, f)) for f in ("x_B", "y_w_B", "y_l_B")}
+    for field, a in fields.items():
+        V.index_array(field, a, ndim=1)
+    V.same_shape(**fields)
+    bounds = ((n_prompts, "n_prompts"), (n_responses, "n_responses"), (n_responses, "n_responses"))
+    for (field, a), (top, bound) in zip(fields.items(), bounds, strict=True):
+        V.indices(field, a, top, bound)
+    return tuple(fields.values())
 
 
 def check_preferences(pref_XxYxY, name: str = "pref_XxYxY") -> np.ndarray:
@@ -200,12 +203,10 @@ def check_weights(data: Batch, name: str = "data") -> None:
     inside ``jit`` too); when concrete, finite, >= 0, and ``weight_B`` summing to 1 (a loss is their weighted sum: a
     negative weight would maximise it, a NaN would make it NaN)."""
     check_batch(data, name)
-    for w, of in (("weight_B", "x_B"), ("prompt_w_P", "prompt_x_P")):
-        weight, rows = getattr(data, w), getattr(data, of)
-        if np.shape(weight) != np.shape(rows)[:1]:
-            raise ValueError(
-                f"{name}.{w} must have shape {np.shape(rows)[:1]} (one per {name}.{of}), got {np.shape(weight)}"
-            )
+    for w in ("weight_B", "prompt_w_P"):  # one row each: check_batch compared their lengths
+        weight = getattr(data, w)
+        if np.ndim(weight) != 1:
+            raise ValueError(f"{name}.{w} must hold one weight per row, got shape {np.shape(weight)}")
         if V.is_concrete(weight):
             a = V.array(f"{name}.{w}", weight)
             if (a < 0).any():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from coverage_lab import _validate as V
@@ -97,6 +98,8 @@ def _preferences(pref_XxYxY, policy: Policy, ref_params):
     """Online DPO's labelling oracle, checked: None, an object indexed like a table (``[x_B, a_B, b_B]``, e.g. the
     transformer track's ``GoldPreference``), or a table of the policy's shape (X, Y, Y), values checked when concrete
     (a numpy table becomes a JAX one: traced indices cannot index numpy)."""
+    if isinstance(pref_XxYxY, (list, tuple)):
+        pref_XxYxY = np.asarray(pref_XxYxY, np.float64)
     if pref_XxYxY is None or not hasattr(pref_XxYxY, "shape"):
         if pref_XxYxY is not None and not hasattr(pref_XxYxY, "__getitem__"):
             raise ValueError(f"pref_XxYxY must be a table P(a ≻ b|x) or indexable like one, got {pref_XxYxY!r:.80}")

@@ -138,8 +138,9 @@ def _kl_inputs(logp_B, ref_logp_B):
     _check_finite("logp_B", lp)
     _check_finite("ref_logp_B", rp, allow="-inf")
     for name, a in (("logp_B", lp), ("ref_logp_B", rp)):
-        if V.is_concrete(a) and a.size and np.max(jax.device_get(a)) > LOGP_SLACK:
-            raise ValueError(f"{name} must hold log-probabilities (<= 0), got {np.max(jax.device_get(a)):.6g}")
+        top = np.max(jax.device_get(a)) if V.is_concrete(a) and a.size else -np.inf
+        if top > LOGP_SLACK:
+            raise ValueError(f"{name} must hold log-probabilities (<= 0), got {top:.6g}")
     return lp, rp
 
 

@@ -70,7 +70,7 @@ def dpo_population_loss(logp_XxY, batch: data.Batch, ref_logp_XxY, beta: float) 
     shape = V.log_prob_table("logp_XxY", logp_XxY).shape
     V.log_prob_table("ref_logp_XxY", ref_logp_XxY)
     V.same_shape(logp_XxY=logp_XxY, ref_logp_XxY=ref_logp_XxY)
-    x, w, l = data.pair_indices(batch, *shape)
+    x, w, l = data.pair_indices(batch, *shape, name="batch")
     lp, ref = jnp.asarray(logp_XxY, jnp.float32), jnp.asarray(ref_logp_XxY, jnp.float32)
     per_pair = losses.dpo(lp[x, w], lp[x, l], ref[x, w], ref[x, l], beta)
     return float(jnp.sum(batch.weight_B * per_pair))

@@ -101,7 +101,9 @@ def validation_loss(logp_NxXxY, env, mu_XxY, beta) -> np.ndarray:
     drawn = np.broadcast_to(w > 0, margin.shape)
     if np.isnan(margin[drawn]).any():
         raise ValueError("logp_NxXxY gives no mass to both responses of a pair mu draws: its DPO loss is undefined")
-    return 2.0 * np.einsum("xab,nxab->n", w, np.where(drawn, np.logaddexp(0.0, -margin), 0.0))
+    with np.errstate(invalid="ignore"):  # NaN margins of undrawn pairs are dropped by the where
+        per_pair = np.where(drawn, np.logaddexp(0.0, -margin), 0.0)
+    return 2.0 * np.einsum("xab,nxab->n", w, per_pair)
 
 
 def _log_ratios(logp_NxXxY, pi_ref, beta):

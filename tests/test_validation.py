@@ -133,6 +133,9 @@ _RK_LOGP = np.log(np.asarray(_RK_ENV.pi_ref_XxY, np.float64))[None]
 _RK_PAIRS = RK.heldout_pairs(_RK_ENV, _RK_MU, KEY)
 
 
+# pairs only between responses 1 and 2, the reward all on response 0: J/beta of the vertex y0 overflows
+_TILTED_AWAY = (GOOD_REF, np.array([[[0, 0, 0], [0, 0, 0.5], [0, 0.5, 0]]]), np.full((1, 3, 3), 0.5), ONE)
+_TILTED_AWAY = (*_TILTED_AWAY, np.array([[1e10, 0.0, 0.0]]))
 _NO_HELDOUT = pd.DataFrame({c: [0] for c in RK.PLOT_COLUMNS}).assign(algorithm="dpo", metric="kl", split="report")
 _NO_TABLE_METRIC = pd.DataFrame({c: [0] for c in TTAB.PLOT_COLUMNS}).assign(algorithm="dpo", metric="loss")
 
@@ -482,7 +485,7 @@ CASES = [
     ("tilt target out of reach", lambda: KE.tilt_for(np.array([0.5, 0.5]), np.array([1.0, 0.0]), 5.0), "target"),
     ("tilt of a constant reward", lambda: KE.tilt_for(np.array([0.5, 0.5]), np.ones(2), 0.3), "target"),
     ("kl of unnormalised p", lambda: KE.kl(np.array([0.5, 0.7]), np.array([0.5, 0.5])), "p_Y"),
-    ("minimiser set, beta overflowing", lambda: minimisers.minimiser_set(*MIN_SET[:4], GOOD_R, 1e-310), "beta"),
+    ("minimiser set, beta overflowing", lambda: minimisers.minimiser_set(*_TILTED_AWAY, 1e-300), "J/beta overflows"),
     ("tabular sample, prompt out of range", lambda: TAB.sample(TAB.init(KEY), KEY, jnp.array([7]), 4), "x_B"),
     ("tabular sample, k = 0", lambda: TAB.sample(TAB.init(KEY), KEY, jnp.array([0]), 0), "k"),
     ("tabular sample, int key", lambda: TAB.sample(TAB.init(KEY), 0, jnp.array([0]), 2), "key"),
@@ -508,13 +511,13 @@ CASES = [
     ("held-out loss, NaN beta", lambda: RK.heldout_loss(_RK_LOGP, _RK_ENV, _RK_PAIRS, np.nan), "beta"),
     (
         "validation loss, a table of another shape",
-        lambda: RK.validation_loss(_RK_LOGP[:, :, :2], _RK_ENV, _RK_MU, 0.5),
-        "logp_NxXxY",
+        lambda: RK.validation_loss(np.log(np.full((1, _RK_LOGP.shape[1], 2), 0.5)), _RK_ENV, _RK_MU, 0.5),
+        "logp_NxXxY must have shape",
     ),
     (
         "lower bound loss, table smaller than the batch",
         lambda: LB.dpo_population_loss(np.zeros((1, 1)), PAIRS, np.zeros((1, 1)), 0.1),
-        "data.y_w_B",
+        "batch.y_w_B",
     ),
     ("separation map, unknown family", lambda: SM.make_instance("foo", 0, 1.0), "family"),
     ("pair counts past float32's exact range", lambda: CNT.sample_counts(env, mu, [2**25], [KEY]), "n_pairs"),
