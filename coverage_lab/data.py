@@ -211,8 +211,8 @@ def check_weights(data: Batch, name: str = "data") -> None:
             a = V.array(f"{name}.{w}", weight)
             if (a < 0).any():
                 raise ValueError(f"{name}.{w} must be >= 0, got min {a.min():.3g}")
-    if V.is_concrete(data.weight_B) and not np.isclose(np.sum(np.asarray(data.weight_B, np.float64)), 1.0, atol=1e-4):
-        raise ValueError(f"{name}.weight_B must sum to 1, got {np.sum(np.asarray(data.weight_B, np.float64)):.6g}")
+            if w == "weight_B" and not np.isclose(a.sum(), 1.0, atol=1e-4):
+                raise ValueError(f"{name}.weight_B must sum to 1, got {a.sum():.6g}")
 
 
 def pair_counts(data: Batch, n_prompts: int, n_responses: int) -> np.ndarray:

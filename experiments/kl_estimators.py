@@ -93,12 +93,22 @@ def _problem(pi_ref_Y, r_Y):
     return pi_ref, r
 
 
-def tilt(pi_ref_Y, r_Y, s: float) -> np.ndarray:
-    """``pi_s ∝ pi_ref exp(s r)``."""
-    pi_ref, r = _problem(pi_ref_Y, r_Y)
-    logits = np.log(pi_ref) + V.number("s", s) * r
+def _tilt(pi_ref, r, s):
+    logits = np.log(pi_ref) + s * r
     p = np.exp(logits - logits.max())
     return p / p.sum()
+
+
+def _kl(p, q):
+    seen = p > 0
+    if (q[seen] == 0).any():
+        return float("inf")
+    return float(np.sum(p[seen] * (np.log(p[seen]) - np.log(q[seen]))))
+
+
+def tilt(pi_ref_Y, r_Y, s: float) -> np.ndarray:
+    """``pi_s ∝ pi_ref exp(s r)``."""
+    return _tilt(*_problem(pi_ref_Y, r_Y), V.number("s", s))
 
 
 def kl(p_Y, q_Y) -> float:
@@ -106,31 +116,31 @@ def kl(p_Y, q_Y) -> float:
     has mass and ``q`` none."""
     p, q = V.prob_table("p_Y", p_Y, ndim=1), V.prob_table("q_Y", q_Y, ndim=1)
     V.same_shape(p_Y=p, q_Y=q)
-    seen = p > 0
-    if (q[seen] == 0).any():
-        return float("inf")
-    return float(np.sum(p[seen] * (np.log(p[seen]) - np.log(q[seen]))))
+    return _kl(p, q)
+
+
+def _kl_limit(pi_ref, r):
+    return float(np.log(1.0 / pi_ref[r == r.max()].sum()))
 
 
 def kl_limit(pi_ref_Y, r_Y) -> float:
     """The KL the tilts approach as ``s -> inf`` (all mass on the argmax of ``r``): ``-log pi_ref(argmax r)``, the
     supremum of what :func:`tilt_for` can reach (``0`` for a constant ``r``)."""
-    pi_ref, r = _problem(pi_ref_Y, r_Y)
-    return float(np.log(1.0 / pi_ref[r == r.max()].sum()))
+    return _kl_limit(*_problem(pi_ref_Y, r_Y))
 
 
 def tilt_for(pi_ref_Y, r_Y, target: float) -> np.ndarray:
     """The tilted policy whose exact KL to ``pi_ref`` is ``target`` (brentq on ``s >= 0``); ``target`` must lie in
-    ``[0, kl_limit(pi_ref_Y, r_Y))``."""
+    ``[0, kl_limit(pi_ref_Y, r_Y))``. The inputs are checked once, not at every step of the root-finder."""
     pi_ref, r = _problem(pi_ref_Y, r_Y)
-    limit = kl_limit(pi_ref, r)
+    limit = _kl_limit(pi_ref, r)
     if not 0 <= V.number("target", target) < limit:
         raise ValueError(f"target must be in [0, {limit:.6g}) (kl_limit: the KL of all mass on argmax r), got {target}")
-    f = lambda s: kl(tilt(pi_ref, r, s), pi_ref) - target  # noqa: E731
+    f = lambda s: _kl(_tilt(pi_ref, r, s), pi_ref) - target  # noqa: E731
     hi = 1.0
     while f(hi) < 0:  # ends: f increases to kl_limit - target > 0
         hi *= 2.0
-    return tilt(pi_ref, r, optimize.brentq(f, 0.0, hi, xtol=1e-12))
+    return _tilt(pi_ref, r, optimize.brentq(f, 0.0, hi, xtol=1e-12))
 
 
 def _rows(algorithm, seed, step, values: dict) -> list[dict]:
@@ -152,8 +162,9 @@ def run_estimators(setting: dict, key) -> pd.DataFrame:
         logp, ref_logp = jnp.asarray(np.log(pi)[y_SxN]), jnp.asarray(np.log(pi_ref)[y_SxN])
         samples = {name: np.asarray(fn(logp, ref_logp), np.float64) for name, fn in ESTIMATORS.items()}
         moments = {name: _exact_moments(name, pi, pi_ref) for name in ESTIMATORS}
+        kl_exact = kl(pi, pi_ref)
         for seed in range(seeds):
-            rows += _rows("exact", seed, i, {"kl_exact": kl(pi, pi_ref)})
+            rows += _rows("exact", seed, i, {"kl_exact": kl_exact})
             for name, v in samples.items():
                 rows += _rows(name, seed, i, {"estimate": v[seed].mean(), "sd": v[seed].std(ddof=1), **moments[name]})
     return pd.DataFrame(rows)

@@ -48,6 +48,8 @@ from experiments import check_frame, check_setting, each, integer, one_of
 from experiments._counts import make_algorithm, sample_counts, train_on_counts
 from experiments.rates import SHAPE
 
+FAMILIES = ("tabular", "linear")
+
 METHODS = ("dpo", "ipo", "rlhf", "hypo")
 _COMMON = {"beta": 1.0, "r_max": 1.0, "lam": 0.01, "n_pairs": 1000, "steps": 2000, "seeds": 8, "n_instances": 3}
 SETTINGS = [{**_COMMON, "family": "tabular"}, {**_COMMON, "family": "linear"}]
@@ -63,7 +65,7 @@ KNOBS = (  # the names of knobs(env), in its order
     *(f"deficient_{n}" for n in DEFICIENT),
 )
 KEYS = {  # what run() reads, with the check of each value (experiments.check_setting)
-    "family": one_of("tabular", "linear"),
+    "family": one_of(*FAMILIES),
     "beta": V.positive,
     "r_max": V.positive,
     "lam": V.nonnegative,
@@ -95,8 +97,7 @@ PLOT_COLUMNS = (
 
 def make_instance(family: str, i: int, r_max: float):
     """Instance ``i`` of a family: a random tabular bandit, or a random linear one with reward range ``r_max``."""
-    if family not in ("tabular", "linear"):
-        raise ValueError(f"family must be 'tabular' or 'linear', got {family!r}")
+    one_of(*FAMILIES)("family", family)
     V.positive("r_max", r_max)
     key = jax.random.key(1000 + V.integer("i", i, minimum=0))
     if family == "tabular":
