@@ -1,4 +1,5 @@
-"""``jit`` with this project's XLA compiler options, chosen by the backend a call runs on.
+"""``jit`` with this project's XLA compiler options, chosen by the backend a call runs on; ``shard_rows``, a
+compiled run's rows spread over the visible devices.
 
 On the CPU, compiling dominates a run of the experiments (the transformer track's programs take 15-40 s each
 to compile on this project's 2-core machine), and XLA's default backend optimisation level buys nothing at
@@ -20,6 +21,9 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
 
 CPU_OPTIONS = {"xla_backend_optimization_level": 1}
 FAST_OPTIONS = {"xla_backend_optimization_level": 0}
@@ -83,3 +87,24 @@ def jit(fun=None, *, fast_compile: bool = False, library_fusions: bool = False, 
     if fun is None:
         return functools.partial(jit, fast_compile=fast_compile, library_fusions=library_fusions, **kwargs)
     return _Jit(fun, bool(fast_compile), bool(library_fusions), kwargs)
+
+
+def shard_rows(*trees):
+    """Spread the leading (row: seed, or sweep value and seed) axis of every array in ``trees`` over every visible
+    device (``jax.sharding``, one mesh axis ``seeds``); the compiled run follows the sharding.
+
+    With ``n`` devices the rows are padded to a multiple of ``n`` with copies of the first ones (the caller
+    drops their results). One device: the arrays unchanged. On a CPU,
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` (set before JAX starts) gives two devices. Returns the
+    trees (one tree: that tree).
+    """
+    devices = jax.devices()
+    if len(devices) > 1:
+        sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("seeds",)), P("seeds"))
+
+        def put(a):
+            pad = (-a.shape[0]) % len(devices)
+            return jax.device_put(jnp.concatenate([a, a[:pad]]) if pad else a, sharding)
+
+        trees = jax.tree.map(put, trees)
+    return trees[0] if len(trees) == 1 else trees

@@ -36,6 +36,19 @@ NAMES = (
 )
 
 
+def check_names(metrics) -> tuple:
+    """``metrics`` as a tuple of known metric names (None: all of :data:`NAMES`)."""
+    if isinstance(metrics, str):
+        raise ValueError(f"metrics must be a sequence of names, got the string {metrics!r} (write [{metrics!r}])")
+    names = NAMES if metrics is None else tuple(metrics)
+    if not names:
+        raise ValueError("metrics must name at least one metric (None: all of metrics.NAMES)")
+    unknown = sorted(set(names) - set(NAMES))
+    if unknown:
+        raise ValueError(f"metrics has unknown names {unknown}; known: {list(NAMES)}")
+    return names
+
+
 def _policies(logp_NxXxY, n_prompts: int, n_responses: int) -> np.ndarray:
     try:
         logp = np.asarray(logp_NxXxY, np.float64)

@@ -17,13 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
-from jax.sharding import PartitionSpec as P
 
 from coverage_lab import _validate as V
 from coverage_lab import algorithms as A
 from coverage_lab import data as D
 from coverage_lab import metrics as M
-from coverage_lab._compile import jit
+from coverage_lab._compile import jit, shard_rows
 from coverage_lab.bandits import LinearBandit, TabularBandit, check_bandit, preference_table
 from coverage_lab.coverage import pair_table
 from coverage_lab.fitting import check_algorithm, default_optimizer, fit_reward_model, train_policy
@@ -153,27 +152,6 @@ def _sweep_values(algorithm) -> list[A.Algorithm]:
     return list(algorithms)
 
 
-def shard_rows(*trees):
-    """Spread the leading (row: seed, or sweep value and seed) axis of every array in ``trees`` over every visible
-    device (``jax.sharding``, one mesh axis ``seeds``); the compiled run follows the sharding.
-
-    With ``n`` devices the rows are padded to a multiple of ``n`` with copies of the first ones (the caller
-    drops their results). One device: the arrays unchanged. On a CPU,
-    ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` (set before JAX starts) gives two devices. Returns the
-    trees (one tree: that tree).
-    """
-    devices = jax.devices()
-    if len(devices) > 1:
-        sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("seeds",)), P("seeds"))
-
-        def put(a):
-            pad = (-a.shape[0]) % len(devices)
-            return jax.device_put(jnp.concatenate([a, a[:pad]]) if pad else a, sharding)
-
-        trees = jax.tree.map(put, trees)
-    return trees[0] if len(trees) == 1 else trees
-
-
 def simulate(
     env: TabularBandit | LinearBandit,
     algorithm: A.Algorithm | Sequence[A.Algorithm],
@@ -212,7 +190,7 @@ def simulate(
       A tidy DataFrame: ``algorithm``, ``seed``, ``step``, ``metric``, ``value``, ``n_pairs`` (NaN when exact) and
       one column per hyper-parameter of the algorithm.
     """
-    names = _metric_names(metrics)
+    names = M.check_names(metrics)
     algorithms = _sweep_values(algorithm)
     betas = [beta if beta is not None else a.hparams.get("beta", a.hparams.get("tau")) for a in algorithms]
     betas = [V.positive("beta", b) for b in betas]
@@ -301,24 +279,11 @@ def _run(keys, env, exact_data, pair, pref, hp, **static):
     return jax.vmap(run, in_axes=(0, None, None, None, None, 0))(keys, env, exact_data, pair, pref, hp)
 
 
-def _metric_names(metrics) -> tuple:
-    """``metrics`` as a tuple of known metric names (None: all of ``metrics.NAMES``)."""
-    if isinstance(metrics, str):
-        raise ValueError(f"metrics must be a sequence of names, got the string {metrics!r} (write [{metrics!r}])")
-    names = M.NAMES if metrics is None else tuple(metrics)
-    if not names:
-        raise ValueError("metrics must name at least one metric (None: all of metrics.NAMES)")
-    unknown = sorted(set(names) - set(M.NAMES))
-    if unknown:
-        raise ValueError(f"metrics has unknown names {unknown}; known: {list(M.NAMES)}")
-    return names
-
-
 def tidy(
     r: Run, env, algorithm: A.Algorithm, *, mu, beta: float, n_pairs: int | None, metrics=M.NAMES, kl_samples: int = 64
 ) -> pd.DataFrame:
     """The tidy table of :func:`simulate` from a :class:`Run` (for callers that also need the raw tables)."""
-    names = _metric_names(metrics)
+    names = M.check_names(metrics)
     if not isinstance(r, Run):
         raise ValueError(f"r must be a simulation.Run (from run_compiled), got {type(r).__name__}")
     logs, data, seed_ids, keys = r

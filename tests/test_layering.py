@@ -27,6 +27,7 @@ LAYERS = {
     "data": 3,
     "metrics": 4,
     "terms": 4,
+    "objective": 4,
     "algorithms": 5,
     "train": 4,
     "transformer.task": 4,

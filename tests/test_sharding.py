@@ -13,7 +13,8 @@ SCRIPT = """
 import json, jax, numpy as np
 import coverage_lab as cl
 from coverage_lab import algorithms as A, bandits, coverage
-from coverage_lab.simulation import _run, shard_rows
+from coverage_lab._compile import shard_rows
+from coverage_lab.simulation import _run
 env = bandits.random_tabular(jax.random.key(0), 3, 6)
 mu = coverage.deficient(env.pi_ref_XxY, 2, env.reward_XxY)
 kw = dict(mu=mu, n_pairs=64, steps=40, seeds=3, key=jax.random.key(0), batch_size=16)
