@@ -75,42 +75,60 @@ def global_coverage(mu_XxY, rho_X) -> float:
     return _max_ratio(np.ones_like(mu), mu, _rho(rho_X, mu.shape[0]))
 
 
-def _in_hull(v_D, pts_KxD) -> bool:
-    """Whether ``v`` is a convex combination of the rows of ``pts`` (an LP feasibility problem)."""
-    k = pts_KxD.shape[0]
-    a_eq = np.vstack([pts_KxD.T, np.ones((1, k))])
-    res = optimize.linprog(np.zeros(k), A_eq=a_eq, b_eq=np.append(v_D, 1.0), bounds=(0, None), method="highs")
-    return res.status == 0
+def _face(u_YxD) -> np.ndarray:
+    """The responses of the smallest face of the hull ``conv{phi}`` that contains ``phi(y)``, from the differences
+    ``u = phi - phi(y)``: those some convex combination equal to ``phi(y)`` uses. One LP: ``max sum min(lam, 1)``
+    over ``lam >= 0`` with ``u^T lam = 0``, a cone, so a single ``lam`` uses every such response."""
+    n, d = u_YxD.shape
+    u = u_YxD / max(1.0, np.abs(u_YxD).max())
+    res = optimize.linprog(
+        np.concatenate([np.zeros(n), -np.ones(n)]),  # variables (lam, t): maximise sum t, t <= lam, t <= 1
+        A_ub=np.hstack([-np.eye(n), np.eye(n)]),
+        b_ub=np.zeros(n),
+        A_eq=np.hstack([u.T, np.zeros((d, n))]),
+        b_eq=np.zeros(d),
+        bounds=[(0, None)] * n + [(0, 1)] * n,
+        method="highs",
+    )
+    return res.x[n:] > 0.5
 
 
-def _vertex_share(phi_YxD) -> np.ndarray:
-    """``1/m`` for a response whose feature vector is a vertex of the hull shared by ``m`` responses, else 0."""
-    n = phi_YxD.shape[0]
-    tol = 1e-12 * (1.0 + np.abs(phi_YxD).max())
-    group = np.array([np.flatnonzero(np.abs(phi_YxD - phi_YxD[y]).max(-1) <= tol)[0] for y in range(n)])
-    reps = np.unique(group)
-    share = np.zeros(n)
-    for k in reps:
-        others = phi_YxD[reps[reps != k]]
-        if len(others) == 0 or not _in_hull(phi_YxD[k], others):
-            share[group == k] = 1.0 / np.sum(group == k)
-    return share
+def _loglinear_max_mass(phi_YxD, y: int) -> float:
+    """``sup_theta pi_theta(y)`` over ``pi_theta ∝ exp(phi . theta)``: ``exp(-min_theta log sum_y' exp((phi(y') -
+    phi(y)) . theta))``, the sum over the face of :func:`_face` (the other responses' mass vanishes along its
+    outer normal, and the minimum is attained inside the face; BFGS on a smooth convex function)."""
+    u = phi_YxD - phi_YxD[y]
+    u = u[_face(u)]
+
+    def f(theta):
+        z = u @ theta
+        lse = special.logsumexp(z)
+        return lse, u.T @ np.exp(z - lse)
+
+    res = optimize.minimize(f, np.zeros(u.shape[1]), jac=True, method="BFGS", options={"gtol": 1e-12})
+    return float(np.exp(-res.fun))
 
 
 def global_coverage_loglinear(mu_XxY, phi_XxYxD, rho_X) -> float:
-    """Global coverage over the log-linear class ``pi_theta(y|x) ∝ exp(phi(x, y) . theta)``.
+    """Global coverage over the log-linear class ``pi_theta(y|x) ∝ exp(phi(x, y) . theta)``:
+    ``C_glo = sup_theta max_{x: rho(x)>0, y} pi_theta(y|x) / mu(y|x)``.
 
-    ``max_{x: rho(x)>0} max_{y in V_x} (1/m(x, y)) / mu(y|x)``: ``V_x`` are the responses whose feature vector
-    is a vertex of ``conv{phi(x, .)}`` (an LP decides), the only ones ``pi_theta`` can concentrate on as
-    ``|theta| -> inf``; ``m`` responses sharing a vertex get ``1/m`` each. Non-vertex responses are ignored,
-    although a finite ``theta`` (e.g. 0) gives them some mass. (X, Y), (X, Y, D), (X,). Ref. arXiv:2406.01462.
+    Every ``pi_theta`` gives every response mass, so a response with ``mu = 0`` makes it ``inf``. Otherwise the
+    most mass the class gives ``y`` is ``exp(-H)``, ``H`` the largest entropy of a distribution over the
+    responses whose mean feature is ``phi(x, y)`` (convex duality with ``log sum exp``): ``1/m`` at a vertex of
+    ``conv{phi(x, .)}`` shared by ``m`` responses (reached as ``|theta| -> inf``: the concentration SPEC §2
+    describes), less inside the hull (``1/3`` for the middle one of three collinear points, at ``theta = 0``).
+    The vertex-only value SPEC §2 suggests would ignore interior responses, whose ratio can be the largest
+    (or ``inf``). (X, Y), (X, Y, D), (X,). Ref. arXiv:2406.01462.
     """
     phi = _features(phi_XxYxD)
     mu = V.prob_rows("mu_XxY", mu_XxY, phi.shape[:2], unseen_ok=True)
     rho = _rho(rho_X, phi.shape[0])
+    if (mu[rho > 0] == 0).any():
+        return float("inf")
     num = np.zeros_like(mu)
     for x in np.flatnonzero(rho > 0):
-        num[x] = _vertex_share(phi[x])
+        num[x] = [_loglinear_max_mass(phi[x], y) for y in range(phi.shape[1])]
     return _max_ratio(num, mu, rho)
 
 

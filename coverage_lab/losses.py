@@ -121,7 +121,9 @@ def kl_k2(logp_B, ref_logp_B):
 
 
 def kl_k3(logp_B, ref_logp_B):
-    """k3 estimator on ``y ~ pi``: ``exp(-t) - 1 + t``. Unbiased and >= 0.
+    """k3 estimator on ``y ~ pi``: ``exp(-t) - 1 + t``, >= 0. Unbiased where ``pi`` has mass wherever ``pi_ref``
+    has: its mean is ``KL(pi || pi_ref) - pi_ref(pi = 0)``, since ``E_pi exp(-t)`` sums ``pi_ref`` only where ``pi > 0``
+    (so it reads low once a response's probability underflows to 0; k1 has no such term).
 
     Computed as ``expm1(-t) + t`` for accuracy near ``t = 0``.
     """

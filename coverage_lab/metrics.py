@@ -122,7 +122,8 @@ def data_metrics(logp_NxXxY, data: Batch, n_prompts: int, n_responses: int) -> d
 
 def sampled_kl(key, logp_NxXxY, pi_ref_XxY, rho_X, n_samples: int = 64) -> dict[str, np.ndarray]:
     """The k1 and k3 Monte Carlo estimates of ``E_x KL(pi||pi_ref)`` from ``n_samples`` draws ``y ~ pi(.|x)`` per
-    prompt, averaged with weights ``rho`` (keys: ``kl_k1``, ``kl_k3``; shapes (N,))."""
+    prompt, averaged with weights ``rho`` (keys: ``kl_k1``, ``kl_k3``; shapes (N,)). k3 reads low by ``pi_ref``'s
+    mass where ``pi`` has none (:func:`coverage_lab.losses.kl_k3`)."""
     V.key("key", key)
     n_samples = V.integer("n_samples", n_samples, minimum=1)
     pi_ref = V.prob_table("pi_ref_XxY", pi_ref_XxY, ndim=2)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
+from scipy import optimize, special
 from scipy.special import xlogy
 
 from coverage_lab import bandits
@@ -162,23 +163,53 @@ def test_global_coverage_hand_computed():
 def test_global_coverage_loglinear():
     square = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
     phi = np.array([square + [[0.5, 0.5]]])
-    mu = np.array([[0.25, 0.25, 0.25, 0.25, 0.0]])
-    # the interior response is never the argmax, so its mu = 0 does not matter
-    assert C.global_coverage_loglinear(mu, phi, [1.0]) == pytest.approx(4.0)
-    assert C.global_coverage(mu, [1.0]) == INF
-    # a vertex with mu = 0 is uncovered
+    # the corners can be concentrated on (mass -> 1); the centre gets at most 1/5 (at theta = 0: uniform has the
+    # largest entropy of all and its mean is the centre)
+    assert C.global_coverage_loglinear([[0.2] * 5], phi, [1.0]) == pytest.approx(5.0)
+    assert C.global_coverage_loglinear([[0.24, 0.24, 0.24, 0.24, 0.04]], phi, [1.0]) == pytest.approx(5.0)
+    assert C.global_coverage_loglinear([[0.245, 0.245, 0.245, 0.245, 0.02]], phi, [1.0]) == pytest.approx(10.0)
+    # every log-linear policy gives every response mass: mu = 0 anywhere, vertex or not, is uncovered
+    assert C.global_coverage_loglinear([[0.25, 0.25, 0.25, 0.25, 0.0]], phi, [1.0]) == INF
     assert C.global_coverage_loglinear([[0.0, 1 / 3, 1 / 3, 1 / 3, 0.0]], phi, [1.0]) == INF
-    # a point in the middle of an edge is not a vertex either
-    assert C.global_coverage_loglinear([[0.5, 0.0, 0.5]], [[[0.0], [1.0], [2.0]]], [1.0]) == pytest.approx(2.0)
+    assert C.global_coverage_loglinear([[0.5, 0.0, 0.5]], [[[0.0], [1.0], [2.0]]], [1.0]) == INF
+    # the middle of three collinear points gets at most 1/3; so does the middle of a square's edge (its face)
+    assert C.global_coverage_loglinear([[0.45, 0.1, 0.45]], [[[0.0], [1.0], [2.0]]], [1.0]) == pytest.approx(10 / 3)
+    assert C._loglinear_max_mass(np.array(square + [[0.5, 0.0]]), 4) == pytest.approx(1 / 3)
     # two responses share a vertex: each can get at most 1/2
     assert C.global_coverage_loglinear([[0.5, 0.1, 0.4]], [[[0.0], [1.0], [1.0]]], [1.0]) == pytest.approx(5.0)
     # all features equal: every log-linear policy is uniform
     assert C.global_coverage_loglinear([[0.5, 0.25, 0.25]], np.ones((1, 3, 2)), [1.0]) == pytest.approx(4 / 3)
-    # prompts with rho = 0 are ignored; the tabular value bounds the log-linear one
+    # prompts with rho = 0 are ignored, even unseen ones
     phi2 = np.concatenate([phi, phi[:, :, ::-1]])
-    mu2 = np.concatenate([mu, [[0.7, 0.1, 0.1, 0.1, 0.0]]])
-    assert C.global_coverage_loglinear(mu2, phi2, [1.0, 0.0]) == pytest.approx(4.0)
+    mu2 = np.array([[0.2] * 5, [0.6, 0.1, 0.1, 0.1, 0.1]])
+    assert C.global_coverage_loglinear(mu2, phi2, [1.0, 0.0]) == pytest.approx(5.0)
     assert C.global_coverage_loglinear(mu2, phi2, [0.5, 0.5]) == pytest.approx(10.0)
+    assert C.global_coverage_loglinear([[0.2] * 5, [0.0] * 5], phi2, [1.0, 0.0]) == pytest.approx(5.0)
+
+
+def test_loglinear_max_mass_is_the_max_entropy_dual_and_is_reached():
+    # sup_theta pi_theta(y) = exp(-H*), H* the largest entropy of a distribution over the responses with mean
+    # feature phi(y): computed here independently (SLSQP on the distribution), and a theta reaching it
+    rng = np.random.default_rng(3)
+    phi = rng.normal(size=(7, 2)).round(1)
+
+    def neg_entropy(p):
+        return float(np.sum(p * np.log(np.maximum(p, 1e-300))))
+
+    for y in range(7):
+        s = C._loglinear_max_mass(phi, y)
+        mean = {"type": "eq", "fun": lambda p, y=y: p @ phi - phi[y]}
+        total = {"type": "eq", "fun": lambda p: p.sum() - 1.0}
+        res = optimize.minimize(neg_entropy, np.full(7, 1 / 7), constraints=[mean, total], bounds=[(0, 1)] * 7,
+                                method="SLSQP", options={"ftol": 1e-14, "maxiter": 1000})  # fmt: skip
+        assert np.abs(res.x @ phi - phi[y]).max() < 1e-6  # feasible (at a vertex SLSQP hits its iteration limit
+        assert s == pytest.approx(np.exp(res.fun), rel=1e-4)  # near p log p's infinite slope, at the optimum)
+        # reached: on the large side of a direction making y the argmax, or at the optimum inside the hull
+        best = 0.0
+        for theta in rng.normal(size=(4000, 2)) * np.geomspace(0.01, 200, 4000)[:, None]:
+            z = phi @ theta
+            best = max(best, float(np.exp(z[y] - special.logsumexp(z))))
+        assert best <= s * (1 + 1e-9) and best >= s * 0.98
 
 
 def brute_force_kl_ball(pi_ref_XxY, mu_XxY, rho_X, radius, n_grid=600):

@@ -47,6 +47,18 @@ def test_ipo_bt_and_estimators_hand_computed():
     assert float(losses.kl_k3(a(-3.0), a(-3.0))[0]) == 0.0
 
 
+def test_k1_and_k3_expectations_exact_when_pi_keeps_pi_refs_support():
+    # E_{y~pi} of each estimator, every response enumerated: k1's is the KL; k3's is the KL less pi_ref's mass
+    # where pi has none (losses.kl_k3's docstring)
+    pi_ref = np.array([0.2, 0.3, 0.5])
+    for pi, lost in ((np.array([0.6, 0.3, 0.1]), 0.0), (np.array([0.4, 0.6, 0.0]), 0.5)):
+        seen = pi > 0
+        kl = float(np.sum(pi[seen] * np.log(pi[seen] / pi_ref[seen])))
+        lp, rp = jnp.asarray(np.log(pi[seen]), jnp.float32), jnp.asarray(np.log(pi_ref[seen]), jnp.float32)
+        np.testing.assert_allclose(np.dot(pi[seen], losses.kl_k1(lp, rp)), kl, rtol=1e-5)
+        np.testing.assert_allclose(np.dot(pi[seen], losses.kl_k3(lp, rp)), kl - lost, rtol=1e-5)
+
+
 def test_rloo_hand_computed_value_and_gradient():
     # a = (1, 2, 3): baselines (2.5, 2, 1.5), advantages (-1.5, 0, 1.5)
     lp = a(-1.0, -2.0, -3.0)[None]

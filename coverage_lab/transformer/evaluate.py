@@ -6,7 +6,8 @@ Exact (enumerable tasks only, from ``policy.table``):
   ``kl``: ``E_x KL(pi || pi_ref)``; ``reward``: ``E_x E_pi r*``; ``ood_mass``: ``E_x pi(y: mu(y|x) = 0)``.
 Monte Carlo, from ``n`` samples ``y ~ pi(.|x)`` per prompt (common random numbers across log points):
   ``kl_k1``, ``kl_k3``: the k1 (``t``) and k3 (``exp(-t) - 1 + t``) estimators of the reverse KL with
-  ``t = log pi(y|x) - log pi_ref(y|x)`` (both unbiased; k3 is >= 0); ``gold_reward``: mean ``r*``;
+  ``t = log pi(y|x) - log pi_ref(y|x)`` (k1 unbiased; k3 >= 0, unbiased while ``pi`` keeps mass wherever
+  ``pi_ref`` has, ``losses.kl_k3``); ``gold_reward``: mean ``r*``;
   ``win_rate``: ``P(r*(y) > r*(y')) + P(r*(y) = r*(y')) / 2`` against ``y' ~ pi_ref`` drawn alongside;
   ``rm_score``: mean reward-model score (when a reward model is given); ``ood_mass_mc``: the share of samples
   ``mu`` never shows; ``good_token_rate``, ``bad_token_rate``: the share of response tokens that are rare
