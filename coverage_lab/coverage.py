@@ -90,6 +90,8 @@ def _face(u_YxD) -> np.ndarray:
         bounds=[(0, None)] * n + [(0, 1)] * n,
         method="highs",
     )
+    if res.status != 0:  # feasible (lam = t = 0) and bounded (t <= 1): a failure is the solver's
+        raise RuntimeError(f"the face LP failed: {res.message}")
     return res.x[n:] > 0.5
 
 

@@ -72,6 +72,9 @@ def test_cache_path_depends_on_everything_training_depends_on(tmp_path):
 
     longer = dataclasses.replace(TOY, ref_steps=TOY.ref_steps + 1)
     assert R.cache_path(longer, jax.random.key(0), tmp_path) != base
+    # fast_compile trains in another program, whose rounding gives other weights
+    other_program = dataclasses.replace(TOY, fast_compile=not TOY.fast_compile)
+    assert R.cache_path(other_program, jax.random.key(0), tmp_path) != base
     assert R.cache_path("toy", jax.random.key(0), tmp_path) == base
     assert R.cache_path("toy", jax.random.PRNGKey(0), tmp_path) == base  # raw and typed keys alike
 

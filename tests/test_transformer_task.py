@@ -59,6 +59,37 @@ def test_gold_reward_is_bounded_and_per_token(seed):
     np.testing.assert_allclose(T.gold_reward(TASK, x, best + 1), 0.0)  # the rare bad token: 0
 
 
+def test_gold_sign_ties_exactly_where_the_token_scores_are_the_same_multiset():
+    y = jnp.asarray(T.responses(TASK))
+    for x in range(TASK.n_prompts):
+        xs = jnp.full(y.shape[0], x, jnp.int32)
+        assert (T.gold_sign(TASK, xs, y, y[:, ::-1]) == 0).all()  # a reordering: the same reward, whatever float32 says
+        score = TASK.score_XxV[x][np.asarray(y)].sum(1)
+        other = jnp.asarray(np.random.default_rng(x).permutation(np.asarray(y)))
+        other_score = TASK.score_XxV[x][np.asarray(other)].sum(1)
+        expected = np.where(np.isclose(score, other_score, rtol=0, atol=1e-9), 0.0, np.sign(score - other_score))
+        np.testing.assert_array_equal(T.gold_sign(TASK, xs, y, other), expected)
+    # two rare bad tokens (score 0 each) or one in place of the other: a tie
+    bad = np.flatnonzero(TASK.bad_V)
+    two_bad = np.full((1, 3), bad[0], np.int32)
+    assert float(T.gold_sign(TASK, jnp.zeros(1, jnp.int32), two_bad, two_bad[:, ::-1])[0]) == 0.0
+
+
+def test_win_rate_of_a_policy_against_itself_is_a_half_under_jit(policy):
+    """A nearly deterministic policy against itself: every pair is one response twice, a tie, so the win rate is
+    exactly 1/2. The evaluator is built eagerly and called under jit (its documented use), where float32 may round
+    the same reward differently in the two programs; a tie must not depend on that (an equality test of the two
+    rewards read 0.75 here on the AMD host, 2026-12-01)."""
+    from coverage_lab import jit
+    from coverage_lab.transformer import evaluate as E
+
+    point = peaked_params(jax.random.key(21), scale=1e4)  # 4 prompts, one response each
+    mu = jnp.asarray(T.mu_token_logp(TASK, 1.0), jnp.float32)
+    data = T.sample_pairs(jax.random.key(1), TASK, 8, mu)
+    evaluator = E.make_evaluator(TASK, policy, point, jax.random.key(2), n_samples=16, mu_logp_XxV=mu, data=data)
+    assert float(jit(evaluator, fast_compile=True)(point)["win_rate"]) == 0.5
+
+
 def test_mu_hides_or_thins_the_rare_tokens():
     never = T.mu_token_logp(TASK, 0.0)
     assert np.isneginf(never[:, TASK.rare_V]).all() and np.isfinite(never[:, ~TASK.rare_V]).all()

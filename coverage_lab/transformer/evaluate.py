@@ -8,7 +8,8 @@ Monte Carlo, from ``n`` samples ``y ~ pi(.|x)`` per prompt (common random number
   ``kl_k1``, ``kl_k3``: the k1 (``t``) and k3 (``exp(-t) - 1 + t``) estimators of the reverse KL with
   ``t = log pi(y|x) - log pi_ref(y|x)`` (k1 unbiased; k3 >= 0, unbiased while ``pi`` keeps mass wherever
   ``pi_ref`` has, ``losses.kl_k3``); ``gold_reward``: mean ``r*``;
-  ``win_rate``: ``P(r*(y) > r*(y')) + P(r*(y) = r*(y')) / 2`` against ``y' ~ pi_ref`` drawn alongside;
+  ``win_rate``: ``P(r*(y) > r*(y')) + P(r*(y) = r*(y')) / 2`` against ``y' ~ pi_ref`` drawn alongside (a tie:
+  the same token scores, ``task.gold_sign``, whatever float32 makes of the two rewards);
   ``rm_score``: mean reward-model score (when a reward model is given); ``ood_mass_mc``: the share of samples
   ``mu`` never shows; ``good_token_rate``, ``bad_token_rate``: the share of response tokens that are rare
   good / rare bad tokens (does extrapolation help or hurt?).
@@ -91,7 +92,6 @@ def make_evaluator(
     k_pi, k_ref = jax.random.split(key)
     flat = lambda y: y.reshape(-1, task.response_len)  # noqa: E731
     y_ref = flat(policy.sample(ref_params, k_ref, x_X, n_samples))
-    gold_ref = T.gold_reward(task, x_flat, y_ref)
     ref_table = policy.table(ref_params) if task.enumerable else None
     uncovered_XxY = None
     y_all = jnp.asarray(T.responses(task)) if task.enumerable else None
@@ -122,7 +122,7 @@ def make_evaluator(
             "kl_k1": losses.kl_k1(logp, ref_logp).mean(),
             "kl_k3": losses.kl_k3(logp, ref_logp).mean(),
             "gold_reward": gold.mean(),
-            "win_rate": jnp.mean((gold > gold_ref) + 0.5 * (gold == gold_ref)),
+            "win_rate": jnp.mean(0.5 * (1.0 + T.gold_sign(task, x_flat, y, y_ref))),  # ties: the same token scores
             "ood_mass_mc": T.uncovered(mu_logp_XxV, x_flat, y).mean(),
             "good_token_rate": good[y].mean(),
             "bad_token_rate": bad[y].mean(),

@@ -54,8 +54,8 @@ def cache_path(size: str | S.Size, key=None, directory: str | os.PathLike | None
     """Where the reference of ``size`` trained from ``key`` (default ``jax.random.key(0)``) is cached.
 
     The file name holds a digest of everything training depends on: the task and model configurations (``remat``
-    included: it changes the trained weights' rounding), the corpus size, the optimisation settings, the key and
-    a format tag.
+    included: it changes the trained weights' rounding), the corpus size, the optimisation settings, whether the
+    training program is compiled with ``fast_compile`` (other rounding again), the key and a format tag.
     """
     size = S.get(size)
     key = jax.random.key(0) if key is None else key
@@ -67,6 +67,7 @@ def cache_path(size: str | S.Size, key=None, directory: str | os.PathLike | None
         size.ref_steps,
         size.ref_batch_size,
         size.ref_learning_rate,
+        size.fast_compile,
     )
     digest = hashlib.sha256(repr(recipe).encode() + _key_bytes(key)).hexdigest()[:16]
     return Path(directory or cache_dir()) / "reference" / f"{size.name}-{digest}.npz"

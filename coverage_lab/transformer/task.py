@@ -196,6 +196,18 @@ def gold_reward(task: Task, x_B, y_BxL):
     return task.config.r_max * score[x_B[:, None], y_BxL].mean(-1)
 
 
+def gold_sign(task: Task, x_B, y_BxL, y2_BxL):
+    """``sign(r*(x, y) - r*(x, y'))`` in ``{-1, 0, 1}`` (float32), shape (B,); ``0`` exactly when the two responses'
+    token scores are the same multiset (equal rewards: the float32 means may differ in their last bit with the
+    tokens' order or the compiled program, which an equality test of :func:`gold_reward` would count as a win)."""
+    check_responses(task, x_B, y_BxL)
+    check_responses(task, x_B, y2_BxL)
+    score = jnp.asarray(task.score_XxV, jnp.float32)
+    s, s2 = score[x_B[:, None], y_BxL], score[x_B[:, None], y2_BxL]
+    same = (jnp.sort(s, axis=-1) == jnp.sort(s2, axis=-1)).all(-1)
+    return jnp.where(same, 0.0, jnp.sign(s.mean(-1) - s2.mean(-1)))
+
+
 def mu_token_logp(task: Task, mu_rare) -> np.ndarray:
     """Per-position token log-probabilities of ``mu`` (X, V): the corpus with rare tokens scaled by ``mu_rare``.
 
@@ -264,12 +276,10 @@ def _sample_pairs(key, task, n, mu_logp_XxV, temperature=1.0, deterministic=Fals
     x = jax.random.randint(k_x, (n,), 0, task.n_prompts, dtype=jnp.int32)
     y_2xNxL = sample_iid(k_y, mu_logp_XxV, jnp.concatenate([x, x]), task.response_len).reshape(2, n, -1)
     y, y2 = y_2xNxL[0], y_2xNxL[1]
-    r, r2 = gold_reward(task, x, y), gold_reward(task, x, y2)
-    p = (
-        jnp.where(r == r2, 0.5, (r > r2).astype(jnp.float32))
-        if deterministic
-        else jax.nn.sigmoid((r - r2) / temperature)
-    )
+    if deterministic:  # ties (the same token scores) by a coin
+        p = 0.5 * (1.0 + gold_sign(task, x, y, y2))
+    else:
+        p = jax.nn.sigmoid((gold_reward(task, x, y) - gold_reward(task, x, y2)) / temperature)
     first = (jax.random.uniform(k_label, (n,)) < p)[:, None]
     y_w, y_l = jnp.where(first, y, y2), jnp.where(first, y2, y)
     w = jnp.full((n,), 1.0 / n, jnp.float32)
