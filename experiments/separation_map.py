@@ -13,7 +13,8 @@ method, then ``train_on_counts``: full-batch Adam, exact on-policy expectations)
 
 What makes the picture honest:
 
-- Tabular softmax gradient descent never moves the logit of a response the data never shows (SPEC §4.1), so
+- Tabular softmax gradient descent never moves the logit of a response the data never shows (SPEC §4.1; the
+  DPO and IPO runs freeze those logits against float32 round-off, ``experiments._counts.train_on_counts``), so
   the trained tabular points say nothing about the unseen responses: at ``C_glo = inf`` their harm comes from
   the responses the data shows rarely. What the DPO and IPO losses *allow* on the unseen ones is shown
   separately: crosses are the exact worst case over their population minimiser sets (``minimisers.minimiser_set``),

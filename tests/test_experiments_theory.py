@@ -208,6 +208,25 @@ def test_multinomial_counts_match_sample_pairs():
         assert np.all(np.abs(c - n * p) < 5 * np.sqrt(n * p) + 2)
 
 
+@pytest.mark.parametrize("method", ["dpo", "ipo"])
+def test_offline_runs_on_counts_leave_the_unseen_logits_where_they_were(method):
+    """SPEC §4.1: DPO's and IPO's gradient on a response the data never shows is zero, so a tabular run leaves the
+    differences between such responses' logits at pi_ref's. Unfrozen, Adam turned float32 round-off there into
+    moves of several nats (6.2 for IPO at the first prompt of this dataset, 2026-12-01)."""
+    from experiments import separation_map
+
+    env = separation_map.make_instance("tabular", 0, 1.0)
+    mu = separation_map.knobs(env)["deficient_2"]  # two responses per prompt never shown
+    keys = [jax.random.key(0)]
+    counts = _counts.sample_counts(env, mu, [1000], keys)
+    logp = _counts.train_on_counts(env, _counts.make_algorithm(method, 1.0), counts, keys, steps=2000)[0]
+    ref = np.log(np.asarray(env.pi_ref_XxY, np.float64))
+    for x in range(env.n_prompts):
+        u = np.flatnonzero(np.asarray(mu)[x] == 0)
+        assert len(u) == 2 and abs((logp[x, u[0]] - logp[x, u[1]]) - (ref[x, u[0]] - ref[x, u[1]])) < 1e-5
+    assert np.abs(logp - ref).max() > 0.1  # the seen responses' logits did move
+
+
 def test_trained_dpo_reaches_the_empirical_minimiser():
     """At large N the optimisation error is below the statistical error: the trained DPO equals the exact
     minimiser of its own empirical loss (``minimisers.minimiser_set`` on the empirical pair and win tables)."""
