@@ -21,7 +21,12 @@ from coverage_lab.train import fit
 def default_optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
     """The default optimizer: Adam with a cosine decay of the step size to zero, so that both the exact and
     the sampled (noisy-gradient) versions converge. Constant-step Adam oscillates around an exact optimum once
-    the gradients are tiny (measured: TV error 5e-8 after 1k steps, 3e-4 after 10k)."""
+    the gradients are tiny (measured: TV error 5e-8 after 1k steps, 3e-4 after 10k).
+
+    Adam's per-coordinate scaling also turns float32 round-off into motion where the exact gradient is zero: under
+    DPO or IPO, a tabular logit the offline data never shows drifts by up to several nats over a few thousand steps
+    (SPEC §4.1 has it fixed). Where that invariant matters, use ``optax.sgd`` (``experiments.ood_without_fa``) or
+    freeze those logits (``experiments._counts``)."""
     learning_rate = V.positive("learning_rate", learning_rate)
     steps = V.integer("steps", steps, minimum=1)
     return optax.adam(optax.cosine_decay_schedule(learning_rate, steps))
