@@ -15,13 +15,14 @@ import multiprocessing
 import os
 import sys
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import jax
 
 from coverage_lab import _validate as V
-from coverage_lab.sweep import run_sweep, setting_seed
+from coverage_lab.sweep import run_sweep, setting_id, setting_seed
 from coverage_lab.timings import COMMITTED, record_time, recorded_seconds
 
 
@@ -30,8 +31,10 @@ def reproduce(
 ) -> Path:
     """Run experiment ``name`` from scratch into ``out/NAME.csv``, then draw ``out/NAME.png`` from that CSV.
 
-    The sweep writes ``out/.NAME.partial.csv`` as it goes and renames it when complete, so an interrupted run
-    resumes where it stopped, while a finished ``NAME.csv`` (for instance the committed one) is recomputed.
+    The sweep writes ``out/.NAME.DIGEST.partial.csv`` as it goes (``DIGEST``: of the settings, so a ``--smoke``
+    or ``--seeds`` run or edited settings never resume another list's rows) and renames it when complete, so an
+    interrupted run resumes where it stopped, while a finished ``NAME.csv`` (for instance the committed one) is
+    recomputed. Partial files of other settings lists of ``name`` are removed.
     ``progress``: a line with the sweep's progress on stderr. Returns the CSV path."""
     import experiments
     from coverage_lab import plotting
@@ -54,8 +57,12 @@ def reproduce(
         return df
 
     out = Path(out)
-    csv, partial = out / f"{name}.csv", out / f".{name}.partial.csv"
-    # an interrupted run resumes from the partial CSV
+    ids = "\n".join(setting_id(s) for s in settings)
+    csv, partial = out / f"{name}.csv", out / f".{name}.{zlib.crc32(ids.encode()):08x}.partial.csv"
+    for other in [*out.glob(f".{name}.*.partial.csv"), out / f".{name}.partial.csv"] if out.is_dir() else []:
+        if other != partial and other.exists():
+            other.unlink()  # another settings list's (or an older version's) rows
+    # an interrupted run resumes from the partial CSV of the same settings
     df = run_sweep(settings, run, partial, label=name, progress=progress)
     os.replace(partial, csv)
     fig = module.plot(df)

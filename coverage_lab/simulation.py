@@ -83,7 +83,9 @@ def run(
     if n_pairs is not None:
         n_pairs = V.integer("n_pairs", n_pairs, minimum=1)
     steps = V.integer("steps", steps, minimum=1)
-    log_every = max(steps // 20, 1) if log_every is None else V.integer("log_every", log_every, minimum=1)
+    if log_every is None:  # about 20 log points: the largest divisor of steps up to steps // 20
+        log_every = max(d for d in range(1, max(steps // 20, 1) + 1) if steps % d == 0)
+    log_every = V.integer("log_every", log_every, minimum=1)
     if steps % log_every:
         raise ValueError(f"log_every ({log_every}) must divide steps ({steps})")
     reward_steps = steps if reward_steps is None else V.integer("reward_steps", reward_steps, minimum=1)
@@ -178,7 +180,8 @@ def simulate(
       steps: optimizer steps (Adam, ``learning_rate``); ``reward_steps`` for the reward model (default ``steps``).
       seeds: a number of seeds ``0..n-1`` or the seed ids; seed ``i`` runs on ``fold_in(key, i)``.
       key: a JAX PRNG key.
-      options: ``log_every`` (steps between log points, default ``steps // 20``), ``pair_XxYxY``,
+      options: ``log_every`` (steps between log points, default the largest divisor of ``steps`` up to
+        ``steps // 20``), ``pair_XxYxY``,
         ``temperature``/``deterministic`` (Bradley–Terry labels), ``batch_size`` (minibatch of offline pairs),
         ``learning_rate`` (of the default optimizer, Adam with cosine decay), ``reward_steps``, ``optimizer``
         (any optax transformation instead): see :func:`run`.

@@ -45,6 +45,7 @@ def run_sweep(
 
     Each result gets a ``setting`` column (``setting_id``) and is appended by rewriting the CSV to a
     temporary file and renaming it over the old one (atomic on POSIX). Progress, with an ETA, goes to stderr.
+    A CSV holding a setting that is not in ``settings`` (another sweep's) is refused, not mixed in.
     """
     if isinstance(settings, (str, bytes, dict)) or not hasattr(settings, "__iter__"):
         raise ValueError(f"settings must be an iterable of dicts, got {type(settings).__name__}")
@@ -64,6 +65,9 @@ def run_sweep(
     if table is not None and "setting" not in table:
         raise ValueError(f"{path} has no 'setting' column: not a sweep's CSV (path)")
     done = set() if table is None else set(table["setting"].unique())
+    stale = sorted(done - set(ids))
+    if stale:
+        raise ValueError(f"{path} holds {len(stale)} settings that are not in settings, e.g. {stale[0]} (path)")
     todo = [(s, i) for s, i in zip(settings, ids, strict=True) if i not in done]
     start = time.perf_counter()
     for n, (setting, sid) in enumerate(todo, 1):

@@ -96,6 +96,13 @@ def test_sampled_dpo_approaches_the_exact_solution_at_rate_n_to_the_minus_half()
     assert np.mean(errs[-8:]) < np.mean(errs[:8]) / 3
 
 
+@pytest.mark.parametrize("steps, every", [(41, 1), (45, 1), (60, 3), (130, 5), (10, 1)])
+def test_the_default_log_interval_divides_any_step_count(steps, every):
+    env, mu = bandits.counterexample(1e-2)
+    r = cl.run(env, A.dpo(0.1), mu=mu, n_pairs=None, steps=steps, seeds=1, key=jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(r.logs["step"])[0], np.arange(0, steps + 1, every))
+
+
 def test_vmapped_seeds_equal_seeds_run_one_at_a_time():
     env, mu = bandits.counterexample(1e-2)
     kw = dict(mu=mu, n_pairs=32, steps=40, key=jax.random.key(0), batch_size=8)

@@ -45,6 +45,40 @@ def test_killed_sweep_rerun_gives_the_same_csv(tmp_path):
     assert part.read_text() == whole.read_text()
 
 
+def test_a_sweep_refuses_a_csv_of_another_settings_list(tmp_path):
+    path = tmp_path / "part.csv"
+    run_sweep(SETTINGS[:2], fake_run, path, progress=False)
+    with pytest.raises(ValueError, match="path"):  # its rows would end up in the other sweep's table
+        run_sweep(SETTINGS[2:], fake_run, path, progress=False)
+    assert run_sweep(SETTINGS[:3], fake_run, path, progress=False)["setting"].nunique() == 3  # a longer list resumes
+
+
+def test_an_interrupted_smoke_run_does_not_leak_into_the_full_run(tmp_path, monkeypatch):
+    class Fake:  # an experiment module: its settings, run and plot
+        SMOKE = [{"n": 1}, {"n": 4}]
+        SETTINGS = [{"n": 2}, {"n": 3}]
+
+        @staticmethod
+        def run(setting, key):
+            if setting["n"] == 4:
+                raise Killed
+            return pd.DataFrame({"algorithm": "dpo", "seed": [0], "step": 0, "metric": "kl", "value": [setting["n"]]})
+
+        @staticmethod
+        def plot(df):
+            import matplotlib.figure
+
+            return matplotlib.figure.Figure()
+
+    monkeypatch.setattr(experiments, "get", lambda name: Fake)
+    with pytest.raises(Killed):  # the smoke run dies after its first setting, leaving its partial CSV
+        cli.reproduce("fake", smoke=True, out=tmp_path, progress=False)
+    assert len(list(tmp_path.glob(".fake.*.partial.csv"))) == 1
+    cli.reproduce("fake", out=tmp_path, progress=False)
+    assert pd.read_csv(tmp_path / "fake.csv")["value"].tolist() == [2, 3]  # not the smoke run's 1
+    assert not list(tmp_path.glob(".fake*partial.csv"))  # and its partial CSV is gone
+
+
 def test_setting_ids_are_stable_and_distinct():
     assert setting_id({"b": 1, "a": 2}) == setting_id({"a": 2, "b": 1})
     assert len({setting_id(s) for s in SETTINGS}) == len(SETTINGS)
