@@ -3,7 +3,8 @@
 ``jax.random.categorical`` draws one Gumbel per category; for the small tables here the random bits dominate
 (measured: 72 ms of a 64-seed sampled run at Y = 16 for the pairs, and 7-9 s of compile time for a 4-D
 categorical in the metrics). A cumulative sum and a search in it for the uniform (a count of the entries at or below
-it for short rows, a binary search for long ones) draw the same distribution.
+it for short rows, a binary search for long ones) draw the same distribution, to the uniforms' resolution
+(:func:`categorical`).
 """
 
 from __future__ import annotations
@@ -104,14 +105,25 @@ def _running_sum(p_RxY):
 def categorical(key, logits_RxY, k: int, rows=None):
     """``k`` draws per row from ``softmax(logits_RxY)``, shape (R, k), int32; with ``rows`` (B,), ``k`` draws from
     row ``rows[b]`` for each ``b``, shape (B, k). Zero-probability entries are never drawn (a uniform ``u`` picks
-    the first index whose cumulative probability exceeds it).
+    the first index whose cumulative probability exceeds it). The uniforms have 23 bits, so probabilities are
+    resolved to about ``2^-23 = 1.2e-7`` of the row's total: an entry far below that is drawn as if it had 0 or
+    ``2^-23`` by where its interval falls (``jax.random.categorical`` errs there too, otherwise).
+
+    Above :data:`UNROLLED_SUM` entries the cumulative sums come from ``jnp.cumsum``, which XLA's CPU computes in
+    another order than left to right: at a few hundred entries they decrease here and there by round-off, and a
+    zero entry's sum can exceed the one before it, so a uniform could land on a zero-probability entry (measured:
+    about 1.5e-6 of the draws from a 20,000-entry pair table, 2026-12-01). A running maximum over the sums, with
+    zero entries held at the sum before them, restores a CDF.
 
     ``rows`` gathers rows of the cumulative table rather than of the logits, so a table of X rows is normalised
     and summed once however many draws index it (the sampled objectives draw for every pair's prompt: 32 rows
     of a 4-row table per step; measured, a 64-seed vmapped HyPO step went from about 690 to 540 us)."""
     p = jnp.exp(logits_RxY - jax.nn.logsumexp(logits_RxY, -1, keepdims=True))
     n = p.shape[-1]
-    cdf = _running_sum(p) if n <= UNROLLED_SUM else jnp.cumsum(p, -1)
+    if n <= UNROLLED_SUM:
+        cdf = _running_sum(p)
+    else:  # XLA's cumsum is not left to right: made non-decreasing, and flat across zero entries, as a CDF is
+        cdf = jax.lax.cummax(jnp.where(p > 0, jnp.cumsum(p, -1), 0.0), axis=p.ndim - 1)
     if rows is not None:
         cdf = cdf[rows]
     u = uniform(key, (cdf.shape[0], k)) * cdf[:, -1:]

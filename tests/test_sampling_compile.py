@@ -58,6 +58,23 @@ def test_categorical_is_the_inverse_cdf_of_a_left_to_right_running_sum(n):
     assert np.all(np.take_along_axis(np.asarray(p), got, 1) > 0)
 
 
+def test_a_long_row_never_draws_a_zero_probability_entry_for_any_uniform(monkeypatch):
+    """Every uniform the sampler can draw (2^23 of them), through rows of 1000 entries, 30% of them impossible: XLA's
+    cumsum of such rows is not monotone on the CPU, and without the running maximum about half these rows had one
+    or two uniforms landing on a zero (2026-12-01)."""
+    from coverage_lab import _sampling
+
+    grid = jnp.arange(2**23, dtype=jnp.uint32).astype(jnp.float32) * jnp.float32(2.0**-23)
+    monkeypatch.setattr(_sampling, "uniform", lambda key, shape: grid.reshape(shape))
+    draw = jax.jit(categorical, static_argnums=2)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        p = rng.dirichlet(np.full(1000, 0.3))
+        p[rng.random(1000) < 0.3] = 0
+        y = np.asarray(draw(jax.random.key(0), jnp.log(jnp.asarray(p / p.sum(), jnp.float32))[None], 2**23))[0]
+        assert (p[y] > 0).all()
+
+
 def test_uniform_is_a_pure_uniform_draw():
     u = np.asarray(uniform(jax.random.key(0), (100_000,)))
     assert u.dtype == np.float32 and u.min() >= 0 and u.max() < 1
