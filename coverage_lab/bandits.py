@@ -289,7 +289,7 @@ def preference_table(reward_XxY, *, temperature: float = 1.0, deterministic: boo
     if r.ndim < 1:
         raise ValueError(f"reward_XxY must have a response axis, got a scalar {r}")
     diff = r[..., :, None] - r[..., None, :]
+    t = V.positive("temperature", temperature)  # checked even where deterministic ignores it
     if V.flag("deterministic", deterministic):
         return np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
-    t = V.positive("temperature", temperature)
     return 0.5 * (1.0 + np.tanh(0.5 * diff / t))

@@ -318,6 +318,11 @@ CASES = [
         lambda: bandits.preference_table(GOOD_R, deterministic="no"),
         "det",
     ),
+    (
+        "deterministic labels with a negative temperature",
+        lambda: bandits.preference_table(GOOD_R, temperature=-1.0, deterministic=True),
+        "temperature",
+    ),
     ("normalize as a number", lambda: TP.sequence_policy(TASK, TOY.model, normalize=1), "normalize"),
     ("no features", lambda: coverage.feature_coverage(np.zeros((1, 3, 0)), GOOD_REF, GOOD_REF, ONE), "phi_XxYxD"),
     ("no features (hull)", lambda: coverage.global_coverage_loglinear(GOOD_REF, np.zeros((1, 3, 0)), ONE), "phi"),
