@@ -288,7 +288,7 @@ def tidy(
     """The tidy table of :func:`simulate` from a :class:`Run` (for callers that also need the raw tables)."""
     names = M.check_names(metrics)
     if not isinstance(r, Run):
-        raise ValueError(f"r must be a simulation.Run (from run_compiled), got {type(r).__name__}")
+        raise ValueError(f"r must be a simulation.Run (from simulation.run), got {type(r).__name__}")
     logs, data, seed_ids, keys = r
     mu = np.asarray(mu, np.float64)
     steps = np.asarray(logs["step"])[0]
